@@ -1,0 +1,231 @@
+"""The command line: options in, exit status out; the work is ``Downloader``'s."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import re
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+
+from . import __version__
+from .client import Downloader
+from .config import DEFAULT_SPLIT, parse_rate
+from .errors import DownloaderError, ListError, NoRunError
+from .models import Entry, Results
+from .progress import summary_lines
+from .urllist import header_problem, iter_list, split_header
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+_URL_ARG = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
+    return value
+
+
+def _rate(text: str) -> int:
+    try:
+        return parse_rate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _header(text: str) -> tuple[str, str]:
+    problem = header_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return split_header(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="downloader",
+        description="Download many files at once from a URL list (wget/aria2c format) "
+        "or from URLs given as arguments.",
+        epilog="Exit status: 0 all complete, 1 some failed or invalid, 2 usage error, "
+        "130 interrupted (continue with --retry).",
+    )
+    p.add_argument(
+        "sources",
+        nargs="*",
+        metavar="URL_LIST | URL",
+        help="a URL list file (- for standard input), or URLs starting http:// or https://",
+    )
+    p.add_argument("-i", "--input-file", action="append", default=[], metavar="URL_LIST",
+                   help="read URLs from this list (as wget and aria2c spell it)")
+    p.add_argument("-o", "--output-dir", default=".", metavar="DIR",
+                   help="where files go, created if missing (default: .)")
+    p.add_argument("-j", "--jobs", type=_positive, default=8, metavar="N",
+                   help="files downloaded at once (default: 8)")
+    p.add_argument("--per-host", type=_positive, metavar="N",
+                   help="requests in flight to one host at once (default: no extra limit)")
+    p.add_argument("--split", type=_positive, default=DEFAULT_SPLIT, metavar="N",
+                   help=f"connections for one large file (default: {DEFAULT_SPLIT})")
+    p.add_argument("--retries", type=_count, default=5, metavar="N",
+                   help="extra attempts after a transient failure (default: 5)")
+    p.add_argument("--timeout", type=_seconds, default=30.0, metavar="SECONDS",
+                   help="connect timeout and longest wait with no data (default: 30)")
+    p.add_argument("--limit-rate", type=_rate, metavar="RATE",
+                   help="overall byte-rate cap: 500K, 2M, 1G (powers of 1024)")
+    p.add_argument("-H", "--header", type=_header, action="append", default=[],
+                   metavar="'Name: value'", help="extra request header, repeatable")
+    p.add_argument("--user-agent", metavar="STRING",
+                   help=f"User-Agent header (default: downloader/{__version__})")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing files instead of skipping them")
+    p.add_argument("--no-resume", action="store_true",
+                   help="restart partial (.part) files from byte 0")
+    p.add_argument("--content-disposition", action="store_true",
+                   help="name files from the server's Content-Disposition header")
+    p.add_argument("--insecure", action="store_true",
+                   help="skip TLS certificate verification")
+    p.add_argument("--max-redirects", type=_count, default=10, metavar="N",
+                   help="redirects followed at most (default: 10)")
+    p.add_argument("--report", metavar="PATH", help="also write the JSON report here")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="only errors and the final failure list")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--retry", action="store_true",
+                   help="continue the last run recorded in the output directory")
+    p.add_argument("--demo", action="store_true",
+                   help="offline demonstration against a built-in local server")
+    p.add_argument("--version", action="version", version=f"downloader {__version__}")
+    return p
+
+
+def _entries(sources: Sequence[str], lists: Sequence[str]) -> Iterator[Entry]:
+    """Every source in order; list files are opened now, so an unreadable one
+    is a usage error before anything is downloaded."""
+    parts: list[Iterator[Entry]] = []
+    for src in sources:
+        if _URL_ARG.match(src):
+            parts.append(iter([Entry(src)]))
+        else:
+            parts.append(iter_list(src))
+    parts.extend(iter_list(path) for path in lists)
+    return itertools.chain.from_iterable(parts)
+
+
+def _exit_status(results: Results) -> int:
+    if results.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if results.counts["failed"] == 0 else EXIT_FAILED
+
+
+def _say(message: str) -> None:
+    print(f"downloader: {message}", file=sys.stderr, flush=True)
+
+
+async def _run(args: argparse.Namespace, dl: Downloader, entries: Iterator[Entry] | None) -> Results:
+    loop = asyncio.get_running_loop()
+    hits = 0
+
+    def on_signal() -> None:
+        nonlocal hits
+        hits += 1
+        if hits == 1:
+            _say("interrupted: stopping and saving state (press Ctrl-C again to quit at once)")
+            dl.stop()
+        else:
+            os._exit(EXIT_INTERRUPTED)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    if entries is None:
+        return await dl.retry(collect=False)
+    return await dl.download(entries, collect=False)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.demo:
+        from .demo import main as demo_main
+
+        return demo_main(args)
+    try:
+        dl = Downloader(
+            output_dir=args.output_dir,
+            jobs=args.jobs,
+            per_host=args.per_host,
+            split=args.split,
+            retries=args.retries,
+            timeout=args.timeout,
+            limit_rate=args.limit_rate,
+            headers=dict(args.header),
+            user_agent=args.user_agent,
+            overwrite=args.overwrite,
+            resume=not args.no_resume,
+            content_disposition=args.content_disposition,
+            insecure=args.insecure,
+            max_redirects=args.max_redirects,
+            report=args.report,
+            quiet=args.quiet,
+            progress=False if args.no_progress else None,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.retry:
+        if args.sources or args.input_file:
+            parser.error("--retry takes no URL list or URLs: it continues the recorded run")
+        entries = None
+    else:
+        if not args.sources and not args.input_file:
+            parser.error("no URL list or URLs given (try --help, or --demo)")
+        try:
+            entries = _entries(args.sources, args.input_file)
+        except ListError as exc:
+            _say(str(exc))
+            return EXIT_USAGE
+    if args.insecure and not args.quiet:
+        _say("warning: --insecure: TLS certificates are NOT verified for this run")
+    try:
+        results = asyncio.run(_run(args, dl, entries))
+    except (ListError, NoRunError) as exc:
+        _say(str(exc))
+        return EXIT_USAGE
+    except DownloaderError as exc:
+        _say(str(exc))
+        return EXIT_USAGE
+    except OSError as exc:
+        _say(f"{exc.strerror or exc}: {exc.filename or args.output_dir}")
+        return EXIT_USAGE
+    if args.retry and results.attempted == 0 and not results.interrupted:
+        if not args.quiet:
+            _say(f"nothing to retry: the last run in {args.output_dir!r} has nothing left to do")
+        return EXIT_OK
+    for line in summary_lines(results, quiet=args.quiet):
+        print(line, file=sys.stderr)
+    if results.interrupted and not args.quiet:
+        _say(f"to continue: downloader --retry -o {args.output_dir}")
+    return _exit_status(results)

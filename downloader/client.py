@@ -1,0 +1,398 @@
+"""``Downloader``: the engine behind the CLI, for scripts, sync and async."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import sys
+import time
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import aiohttp
+
+from . import __version__
+from .config import Settings, parse_rate
+from .errors import DownloadError
+from .models import Entry, Record, Results
+from .naming import Namer, clean_out, name_from_url
+from .progress import Mode, Progress, ProgressEvent
+from .ratelimit import RateLimiter
+from .retry import RetryPolicy
+from .scheduler import run_window
+from .state import SECRET_HEADERS, RunState, redact_url
+from .transfer import Context, HostLimits, Job, Outcome, Transfer
+from .urllist import entries_from, parse_checksum
+
+T = TypeVar("T")
+
+
+def _has_secret(url: str) -> bool:
+    return "@" in url.partition("://")[2].partition("/")[0]
+
+
+class Downloader:
+    """Downloads many files at once into one directory, and says what happened.
+
+    >>> dl = Downloader(output_dir="data", jobs=8, progress=False)
+    >>> results = dl.run(["https://example.org/a.bin"])        # doctest: +SKIP
+    >>> [r.error for r in results.failed]                       # doctest: +SKIP
+
+    Use ``async with Downloader(...) as dl`` to keep one HTTP session (and
+    its connection pool) across several calls, or pass ``session=`` to use
+    an ``aiohttp.ClientSession`` of your own.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | Path = ".",
+        *,
+        jobs: int = 8,
+        per_host: int | None = None,
+        split: int = Settings.split,
+        retries: int = 5,
+        timeout: float = 30.0,
+        limit_rate: int | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        user_agent: str | None = None,
+        overwrite: bool = False,
+        resume: bool = True,
+        content_disposition: bool = False,
+        insecure: bool = False,
+        max_redirects: int = 10,
+        report: str | Path | None = None,
+        quiet: bool = False,
+        progress: bool | None = None,
+        on_progress: Callable[[ProgressEvent], Any] | None = None,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.settings = Settings(
+            output_dir=Path(output_dir),
+            jobs=jobs,
+            per_host=per_host,
+            split=split,
+            retries=retries,
+            timeout=timeout,
+            limit_rate=parse_rate(limit_rate) if isinstance(limit_rate, str) else limit_rate,
+            headers=dict(headers or {}),
+            user_agent=user_agent or f"downloader/{__version__}",
+            overwrite=overwrite,
+            resume=resume,
+            content_disposition=content_disposition,
+            insecure=insecure,
+            max_redirects=max_redirects,
+            report=Path(report) if report is not None else None,
+            quiet=quiet,
+            progress=progress,
+            on_progress=on_progress,
+        )
+        self._given_session = session
+        self._own_session: aiohttp.ClientSession | None = None
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: Credentials (URL user info, Authorization/Cookie headers) are never
+        #: written to disk; they live here, by entry index, for ``retry()``.
+        self._secrets: dict[int, tuple[tuple[str, ...], dict[str, str]]] = {}
+        self.last_results: Results | None = None
+
+    # -- session -----------------------------------------------------------
+    def _new_session(self) -> aiohttp.ClientSession:
+        s = self.settings
+        connector = aiohttp.TCPConnector(
+            limit=s.jobs * s.split,
+            ssl=False if s.insecure else True,
+            ttl_dns_cache=300,
+        )
+        return aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=s.timeout, sock_read=s.timeout
+            ),
+            trust_env=True,
+            auto_decompress=False,
+            read_bufsize=2**20,
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+
+    async def __aenter__(self) -> Downloader:
+        if self._given_session is None and self._own_session is None:
+            self._own_session = self._new_session()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._own_session is not None:
+            await self._own_session.close()
+            self._own_session = None
+
+    # -- public calls ------------------------------------------------------
+    async def download(self, entries: Iterable[str | Entry], *, collect: bool = True) -> Results:
+        """Fetch every entry (URL strings or :class:`Entry`); never raises for
+        an entry's failure, which is in ``results.failed`` with its reason.
+
+        ``collect=False`` keeps only the failed records in memory (the counts
+        still cover every entry): for lists of millions of lines, whose full
+        record is in ``DIR/.downloader/report.json``.
+        """
+        return await self._execute(entries_from(entries), None, collect)
+
+    async def retry(self, results: Results | None = None, *, collect: bool = True) -> Results:
+        """Run again what did not complete: the failed entries of ``results``,
+        or, with no argument, every unfinished entry of the last run recorded
+        in the output directory (what ``downloader --retry`` does). Partial
+        files resume. Raises :class:`NoRunError` when no run is recorded."""
+        only = None
+        if results is not None:
+            only = {r.index for r in results.failed if r.index is not None}
+        return await self._execute(None, only, collect)
+
+    def run(self, entries: Iterable[str | Entry], *, collect: bool = True) -> Results:
+        """Blocking :meth:`download`; works even where an event loop already
+        runs in this thread (it then runs in a helper thread)."""
+        return _run_sync(self.download(entries, collect=collect))
+
+    def run_retry(self, results: Results | None = None, *, collect: bool = True) -> Results:
+        """Blocking :meth:`retry`."""
+        return _run_sync(self.retry(results, collect=collect))
+
+    def stop(self) -> None:
+        """Stop the current run as Ctrl-C does: no new transfers, in-flight
+        ones end with their ``.part`` kept, the state and report are written,
+        and the call returns results with ``interrupted`` set. Thread-safe."""
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(stop.set)
+
+    # -- the run -----------------------------------------------------------
+    def _progress_mode(self) -> Mode:
+        s = self.settings
+        if s.quiet:
+            return "quiet"
+        if s.progress is None:
+            return "bars" if sys.stderr.isatty() else "lines"
+        return "bars" if s.progress else "lines"
+
+    def _materialize(self, state: RunState, source: Iterator[Entry]) -> None:
+        """Write every entry, with its final name, to the run state before the
+        first request: names depend on the whole list's order, and ``--retry``
+        must know the entries that never started."""
+        namer = Namer()
+        state.begin()
+        for entry in source:
+            urls = entry.urls
+            headers = dict(entry.headers or {})
+            secret = any(_has_secret(u) for u in urls) or any(
+                k.lower() in SECRET_HEADERS for k in headers
+            )
+            data: dict[str, Any] = {
+                "url": redact_url(entry.url),
+                "mirrors": [redact_url(u) for u in urls[1:]],
+                "line": entry.line,
+            }
+            if entry.error is not None:
+                data["path"] = None
+                i = state.add_entry(data)
+                state.record(i, "failed", 0, 0, entry.error)
+                continue
+            relpath = clean_out(entry.out) if entry.out else name_from_url(entry.url)
+            label = f"line {entry.line}" if entry.line else f"entry {len(state.ledger) + 1}"
+            relpath, dup = namer.claim(entry.url, relpath, label)
+            data["path"] = relpath
+            data["checksum"] = entry.checksum
+            data["headers"] = {k: v for k, v in headers.items() if k.lower() not in SECRET_HEADERS}
+            if secret:
+                data["secret"] = True
+            i = state.add_entry(data)
+            if dup is not None:
+                state.record(i, "skipped", 0, 0, f"duplicate of {dup}")
+            elif secret:
+                self._secrets[i] = (urls, headers)
+        state.entries_written()
+
+    def _jobs(self, state: RunState, only: set[int] | None) -> Iterator[Job]:
+        ledger = state.ledger
+        for data in state.iter_entries():
+            i = data["i"]
+            if ledger.status[i] in (1, 2) or data.get("path") is None:
+                continue
+            if only is not None and i not in only:
+                continue
+            urls = (data["url"], *data.get("mirrors", ()))
+            headers = data.get("headers") or {}
+            if i in self._secrets:
+                urls, headers = self._secrets[i]
+            checksum = data.get("checksum")
+            yield Job(
+                index=i,
+                urls=tuple(urls),
+                path=data["path"],
+                checksum=parse_checksum(checksum) if checksum else None,
+                headers=headers,
+                line=data.get("line"),
+            )
+
+    async def _execute(
+        self, source: Iterator[Entry] | None, only: set[int] | None, collect: bool
+    ) -> Results:
+        s = self.settings
+        t0 = time.monotonic()
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        root = s.output_dir
+        root.mkdir(parents=True, exist_ok=True)
+        state = RunState(root)
+        if source is None:
+            state.load()
+        else:
+            self._secrets.clear()
+            self._materialize(state, source)
+        ledger = state.ledger
+        todo = sum(
+            1
+            for i in range(len(ledger))
+            if ledger.status[i] not in (1, 2) and (only is None or i in only)
+        )
+        progress = Progress(self._progress_mode(), todo, s.on_progress)
+        session = self._own_session or self._given_session
+        own = session is None
+        if session is None:
+            session = self._new_session()
+        base_headers = {"User-Agent": s.user_agent, "Accept-Encoding": "identity"}
+        base_headers.update(s.headers)
+        ctx = Context(
+            session=session,
+            settings=s,
+            state=state,
+            root=root,
+            policy=RetryPolicy(retries=s.retries),
+            hosts=HostLimits(s.per_host),
+            limiter=RateLimiter(s.limit_rate) if s.limit_rate else None,
+            base_headers=base_headers,
+        )
+
+        async def handle(job: Job) -> None:
+            key, act = progress.begin(redact_url(job.urls[0]), job.path)
+            transfer = Transfer(ctx, job, act)
+            try:
+                outcome = await transfer.run()
+            except asyncio.CancelledError:
+                outcome = transfer._fail(DownloadError("interrupted"))
+                self._note(state, progress, job, outcome, key, act)
+                raise
+            except Exception as exc:  # noqa: BLE001 - a bug must not stop the others
+                outcome = Outcome("failed", 0, transfer.attempts, f"internal error: {exc!r}")
+            self._note(state, progress, job, outcome, key, act)
+
+        ticker = asyncio.ensure_future(progress.tick_forever())
+        window = asyncio.ensure_future(run_window(self._jobs(state, only), s.jobs, handle))
+        stopper = asyncio.ensure_future(self._stop.wait())
+        interrupted = False
+        try:
+            await asyncio.wait({window, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if not window.done():
+                interrupted = True
+                window.cancel()
+            await asyncio.gather(window, return_exceptions=True)
+            if window.done() and not window.cancelled() and window.exception() is not None:
+                raise window.exception()  # type: ignore[misc]
+        except asyncio.CancelledError:
+            interrupted = True
+            window.cancel()
+            await asyncio.gather(window, return_exceptions=True)
+            raise
+        finally:
+            stopper.cancel()
+            ticker.cancel()
+            progress.close()
+            state.close()
+            if own:
+                await session.close()
+            results = self._results(state, collect, interrupted)
+            results.bytes_downloaded = ctx.received
+            results.elapsed = time.monotonic() - t0
+            results.output_dir = str(root)
+            results.attempted = todo
+            state.write_report(_summary(results), s.report)
+            self.last_results = results
+            self._stop = None
+        return results
+
+    @staticmethod
+    def _note(
+        state: RunState,
+        progress: Progress,
+        job: Job,
+        outcome: Outcome,
+        key: int,
+        act: Any,
+    ) -> None:
+        state.record(
+            job.index, outcome.status, outcome.bytes, outcome.attempts, outcome.error, outcome.path
+        )
+        record = Record(
+            url=redact_url(job.urls[0]),
+            path=outcome.path or job.path,
+            status=outcome.status,
+            bytes=outcome.bytes,
+            attempts=outcome.attempts,
+            error=outcome.error,
+            line=job.line,
+            index=job.index,
+        )
+        progress.end(key, act, record)
+
+    @staticmethod
+    def _results(state: RunState, collect: bool, interrupted: bool) -> Results:
+        results = Results(interrupted=interrupted)
+        counts = {"complete": 0, "skipped": 0, "failed": 0}
+        if state.entries_path.is_file():
+            for data in state.iter_entries():
+                i = data["i"]
+                code = state.ledger.status[i]
+                status = ("failed", "complete", "skipped", "failed")[code]
+                counts[status] += 1
+                if collect or status == "failed":
+                    record = state.record_of(data)
+                    record.index = i
+                    results.append(record)
+        results._counts = counts
+        return results
+
+
+def _summary(results: Results) -> dict[str, Any]:
+    counts = results.counts
+    return {
+        "total": sum(counts.values()),
+        **counts,
+        "bytes_downloaded": results.bytes_downloaded,
+        "elapsed_seconds": round(results.elapsed, 3),
+        "rate_bytes_per_second": round(results.bytes_downloaded / max(results.elapsed, 1e-9)),
+        "interrupted": results.interrupted,
+        "output_dir": results.output_dir,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return _new_loop_run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(_new_loop_run, coro).result()
+
+
+def _new_loop_run(coro: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run, on uvloop when it is installed (an optional extra)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)

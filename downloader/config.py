@@ -1,0 +1,71 @@
+"""Settings shared by the CLI and the ``Downloader`` class, and their parsing."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import __version__
+
+if TYPE_CHECKING:
+    from .progress import ProgressEvent
+
+#: Smallest segment ``--split`` will make; smaller files are fetched whole.
+MIN_SEGMENT = 4 * 1024 * 1024
+DEFAULT_SPLIT = 1
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:i?[bB])?\s*$")
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_rate(text: str) -> int:
+    """``500K``, ``2M``, ``1G`` (powers of 1024) or plain bytes → bytes per second."""
+    match = _RATE.match(text)
+    if not match:
+        raise ValueError(f"invalid rate {text!r}: expected a number with an optional K, M or G")
+    value = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    if value <= 0:
+        raise ValueError(f"invalid rate {text!r}: must be more than 0")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that shapes a run; the CLI builds one from its options."""
+
+    output_dir: Path = Path(".")
+    jobs: int = 8
+    per_host: int | None = None
+    split: int = DEFAULT_SPLIT
+    retries: int = 5
+    timeout: float = 30.0
+    limit_rate: int | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    user_agent: str = f"downloader/{__version__}"
+    overwrite: bool = False
+    resume: bool = True
+    content_disposition: bool = False
+    insecure: bool = False
+    max_redirects: int = 10
+    report: Path | None = None
+    quiet: bool = False
+    #: None: bars when stderr is a terminal, plain lines otherwise.
+    progress: bool | None = None
+    on_progress: Callable[[ProgressEvent], Any] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("jobs", "split"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        for name in ("retries", "max_redirects"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 or more")
+        if self.per_host is not None and self.per_host < 1:
+            raise ValueError("per_host must be at least 1")
+        if self.timeout <= 0:
+            raise ValueError("timeout must be more than 0")
+        if self.limit_rate is not None and self.limit_rate <= 0:
+            raise ValueError("limit_rate must be more than 0")

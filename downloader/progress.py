@@ -1,0 +1,211 @@
+"""What the user sees while a run goes: tqdm bars, plain lines, or a callback.
+
+Transfers only bump an integer per chunk (``Activity.done``); a ticker turns
+those counters into bar updates and callback events a few times a second, so
+the per-chunk path never calls into tqdm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, TextIO
+
+from tqdm import tqdm
+
+from .models import Record, Results
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """Passed to ``Downloader(on_progress=...)``.
+
+    ``kind`` is ``start`` when a file's transfer begins, ``progress`` a few
+    times a second while bytes arrive, ``finish`` with the final ``status``.
+    """
+
+    kind: Literal["start", "progress", "finish"]
+    url: str
+    path: str | None
+    done: int
+    total: int | None
+    status: str | None = None
+    error: str | None = None
+
+
+class Activity:
+    """One transfer's live counters; ``done`` is the only field the hot path writes."""
+
+    __slots__ = ("url", "path", "done", "total", "bar", "shown", "started")
+
+    def __init__(self, url: str, path: str | None) -> None:
+        self.url = url
+        self.path = path
+        self.done = 0
+        self.total: int | None = None
+        self.bar: tqdm[Any] | None = None
+        self.shown = 0
+        self.started = time.monotonic()
+
+
+Mode = Literal["bars", "lines", "quiet"]
+
+
+def fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+class Progress:
+    """Bars (a terminal), lines (a log), or silence (``-q``), plus the callback."""
+
+    def __init__(
+        self,
+        mode: Mode,
+        total_files: int,
+        callback: Callable[[ProgressEvent], Any] | None = None,
+        *,
+        interval: float = 0.2,
+        stream: TextIO | None = None,
+    ) -> None:
+        self.mode = mode
+        self.callback = callback
+        self.interval = interval
+        self.stream = stream or sys.stderr
+        self.active: dict[int, Activity] = {}
+        self.finished_bytes = 0
+        self.t0 = time.monotonic()
+        self._next = 0
+        self.overall: tqdm[Any] | None = None
+        if mode == "bars":
+            self.overall = tqdm(
+                total=total_files,
+                unit="file",
+                desc="total",
+                file=self.stream,
+                dynamic_ncols=True,
+                position=0,
+                leave=True,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} files "
+                "[{elapsed}<{remaining}{postfix}]",
+            )
+
+    # -- called by the engine ---------------------------------------------
+    def begin(self, url: str, path: str | None) -> tuple[int, Activity]:
+        act = Activity(url, path)
+        key = self._next
+        self._next += 1
+        self.active[key] = act
+        if self.callback is not None:
+            self.callback(ProgressEvent("start", url, path, 0, None))
+        return key, act
+
+    def end(self, key: int | None, act: Activity | None, record: Record) -> None:
+        if key is not None:
+            self.active.pop(key, None)
+        if act is not None:
+            self.finished_bytes += act.done
+            if act.bar is not None:
+                act.bar.close()
+        if self.overall is not None:
+            self.overall.update(1)
+            if record.status == "failed":
+                self.overall.write(self._line(record), file=self.stream)
+        elif self.mode == "lines":
+            print(self._line(record), file=self.stream, flush=True)
+        if self.callback is not None:
+            done = act.done if act is not None else 0
+            total = act.total if act is not None else None
+            self.callback(
+                ProgressEvent(
+                    "finish", record.url, record.path, done, total, record.status, record.error
+                )
+            )
+
+    @staticmethod
+    def _line(record: Record) -> str:
+        name = record.path or record.url
+        if record.status == "failed":
+            return f"failed    {name}: {record.error}"
+        if record.status == "skipped":
+            why = f" ({record.error})" if record.error else " (already there)"
+            return f"skipped   {name}{why}"
+        return f"complete  {name} ({fmt_bytes(record.bytes)})"
+
+    # -- the ticker --------------------------------------------------------
+    async def tick_forever(self) -> None:
+        if self.mode != "bars" and self.callback is None:
+            return
+        while True:
+            await asyncio.sleep(self.interval)
+            self.refresh()
+
+    def refresh(self) -> None:
+        now = time.monotonic()
+        running = 0
+        for act in list(self.active.values()):
+            running += act.done
+            if self.mode == "bars" and act.bar is None and now - act.started >= self.interval:
+                act.bar = tqdm(
+                    total=act.total,
+                    desc=_short(act.path or act.url),
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    file=self.stream,
+                    dynamic_ncols=True,
+                    leave=False,
+                    miniters=1,
+                )
+            if act.bar is not None:
+                if act.total is not None and act.bar.total != act.total:
+                    act.bar.total = act.total
+                act.bar.update(act.done - act.shown)
+                act.shown = act.done
+            if self.callback is not None and act.done:
+                self.callback(ProgressEvent("progress", act.url, act.path, act.done, act.total))
+        if self.overall is not None:
+            total = self.finished_bytes + running
+            rate = total / max(now - self.t0, 1e-6)
+            self.overall.set_postfix_str(f"{fmt_bytes(total)}, {fmt_bytes(rate)}/s", refresh=True)
+
+    def close(self) -> None:
+        for act in self.active.values():
+            if act.bar is not None:
+                act.bar.close()
+        self.active.clear()
+        if self.overall is not None:
+            self.refresh()
+            self.overall.close()
+            self.overall = None
+
+
+def _short(name: str, width: int = 28) -> str:
+    return name if len(name) <= width else "…" + name[-(width - 1) :]
+
+
+def summary_lines(results: Results, *, quiet: bool = False) -> list[str]:
+    """The end-of-run text: counts, bytes, time, rate, then one line per failure."""
+    lines: list[str] = []
+    counts = results.counts
+    if not quiet:
+        elapsed = max(results.elapsed, 1e-6)
+        lines.append(
+            f"{'Interrupted' if results.interrupted else 'Done'}: "
+            f"{counts['complete']} complete, {counts['skipped']} skipped, "
+            f"{counts['failed']} failed; {fmt_bytes(results.bytes_downloaded)} downloaded in "
+            f"{results.elapsed:.1f} s ({fmt_bytes(results.bytes_downloaded / elapsed)}/s)"
+        )
+    failed = results.failed
+    if failed:
+        lines.append(f"Failed ({len(failed)}):")
+        for r in failed:
+            tries = f"{r.attempts} attempt{'s' if r.attempts != 1 else ''}"
+            lines.append(f"  {r.url} -> {r.path or '-'} [{tries}]: {r.error}")
+    return lines

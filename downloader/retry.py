@@ -1,0 +1,110 @@
+"""What is worth another attempt, and how long to wait before it.
+
+Kept as a value (like urllib3's ``Retry``) so the transfer code asks two
+questions — is this transient? how long to sleep? — and holds no policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+
+import aiohttp
+
+from .errors import (
+    ConnectionFailed,
+    DownloadError,
+    StallError,
+    TruncatedError,
+)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, honouring ``Retry-After``."""
+
+    retries: int = 5
+    base: float = 0.5
+    cap: float = 30.0
+    #: A server asking for more than this is taken at this word: an hour's
+    #: ``Retry-After`` must not hang a run.
+    retry_after_cap: float = 120.0
+
+    def delay(self, failures: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before the attempt that follows ``failures`` failures."""
+        backoff = random.uniform(0, min(self.cap, self.base * (2 ** max(failures - 1, 0))))
+        if retry_after is not None:
+            return max(min(retry_after, self.retry_after_cap), backoff)
+        return backoff
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """``Retry-After`` as seconds from now: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def as_download_error(exc: BaseException, timeout: float) -> DownloadError:
+    """Map what aiohttp and the OS raise to a reason a user can read."""
+    if isinstance(exc, DownloadError):
+        return exc
+    if isinstance(exc, aiohttp.TooManyRedirects):
+        urls = [str(r.url) for r in exc.history]
+        if len(set(urls)) < len(urls):
+            return DownloadError(f"redirect loop ({len(urls)} redirects)")
+        return DownloadError(f"too many redirects (more than {max(len(urls) - 1, 0)})")
+    if isinstance(exc, aiohttp.NonHttpUrlRedirectClientError):
+        return DownloadError(f"redirect to a non-HTTP URL refused: {_scheme_of(str(exc))}")
+    if isinstance(exc, aiohttp.InvalidUrlRedirectClientError):
+        return DownloadError("redirect to an invalid URL")
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return StallError(f"connect timeout ({timeout:g} s)")
+    if isinstance(exc, (aiohttp.SocketTimeoutError, asyncio.TimeoutError, TimeoutError)):
+        return StallError(f"stalled: no data for {timeout:g} s")
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return DownloadError(f"TLS certificate verification failed: {exc.certificate_error}")
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return DownloadError(f"TLS error: {exc}")
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return ConnectionFailed(f"DNS lookup failed for {exc.host}")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = exc.os_error.strerror or str(exc.os_error)
+        return ConnectionFailed(f"cannot connect to {exc.host}:{exc.port}: {reason}")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return TruncatedError(f"connection broken during the body: {_first_line(exc)}")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return ConnectionFailed("server closed the connection")
+    if isinstance(exc, (aiohttp.ClientConnectionError, ConnectionError)):
+        return ConnectionFailed(f"connection error: {_first_line(exc)}")
+    if isinstance(exc, aiohttp.InvalidURL):
+        return DownloadError(f"invalid URL: {exc}")
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return ConnectionFailed(f"bad response: {exc.message}")
+    if isinstance(exc, aiohttp.ClientError):
+        return ConnectionFailed(f"{type(exc).__name__}: {_first_line(exc)}")
+    if isinstance(exc, OSError):
+        return DownloadError(f"local file error: {exc.strerror or exc}")
+    return DownloadError(f"{type(exc).__name__}: {_first_line(exc)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def _scheme_of(url: str) -> str:
+    scheme = url.partition(":")[0]
+    return f"{scheme}:" if scheme and len(scheme) < 20 else url[:40]

@@ -1,0 +1,251 @@
+"""The run state in ``DIR/.downloader/``: entries, journal, part metadata, report.
+
+Layout (all JSON, written so that ``kill -9`` at any moment leaves it usable):
+
+- ``run.json``      what the run is (version, times, finished or not);
+- ``entries.jsonl`` every entry of the run with its assigned path, written in
+  full before the first request so ``--retry`` knows entries never started;
+- ``journal.jsonl`` one line appended per finished entry (later lines win);
+- ``parts/*.json``  validator and total of each ``.part`` file, for resume;
+- ``report.json``   the report, replaced atomically at the end of every run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from array import array
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from .errors import NoRunError
+from .models import Record, Status
+
+STATE_DIR = ".downloader"
+_STATUSES: tuple[str, ...] = ("pending", "complete", "skipped", "failed")
+_CODE = {name: code for code, name in enumerate(_STATUSES)}
+#: Header values that are secrets: kept out of every file the tool writes.
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+
+
+def _atomic_write(path: Path, data: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+class Ledger:
+    """Each entry's latest outcome, a few bytes per entry so that a
+    million-line run keeps its bookkeeping in memory cheaply."""
+
+    def __init__(self) -> None:
+        self.status = bytearray()
+        self.bytes = array("q")
+        self.attempts = array("l")
+        self.errors: dict[int, str] = {}
+        self.paths: dict[int, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.status)
+
+    def add(self) -> int:
+        self.status.append(0)
+        self.bytes.append(0)
+        self.attempts.append(0)
+        return len(self.status) - 1
+
+    def set(self, i: int, status: str, nbytes: int, attempts: int, error: str | None) -> None:
+        self.status[i] = _CODE[status]
+        self.bytes[i] = nbytes
+        self.attempts[i] = attempts
+        if error is None:
+            self.errors.pop(i, None)
+        else:
+            self.errors[i] = error
+
+    def status_of(self, i: int) -> str:
+        return _STATUSES[self.status[i]]
+
+    def counts(self) -> dict[str, int]:
+        return {name: self.status.count(code) for code, name in enumerate(_STATUSES)}
+
+
+def redact_url(url: str) -> str:
+    """The URL with any ``user:password@`` replaced, for reports and logs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, tail = rest.partition("/")
+    if "@" not in authority:
+        return url
+    return f"{scheme}://***@{authority.rpartition('@')[2]}{slash}{tail}"
+
+
+class RunState:
+    """One output directory's record of its last run."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.dir = root / STATE_DIR
+        self.ledger = Ledger()
+        self._journal: IO[str] | None = None
+        self._entries: IO[str] | None = None
+
+    # -- paths -------------------------------------------------------------
+    @property
+    def entries_path(self) -> Path:
+        return self.dir / "entries.jsonl"
+
+    @property
+    def journal_path(self) -> Path:
+        return self.dir / "journal.jsonl"
+
+    @property
+    def report_path(self) -> Path:
+        return self.dir / "report.json"
+
+    @property
+    def run_path(self) -> Path:
+        return self.dir / "run.json"
+
+    # -- a new run ---------------------------------------------------------
+    def begin(self) -> None:
+        """Start a new run: the previous run's entries and journal are dropped
+        (its ``.part`` files and their metadata stay, so a rerun resumes)."""
+        (self.dir / "parts").mkdir(parents=True, exist_ok=True)
+        for path in (self.journal_path, self.entries_path, self.run_path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        self._entries = open(self.dir / "entries.jsonl.tmp", "w", encoding="utf-8")  # noqa: SIM115
+
+    def add_entry(self, data: dict[str, Any]) -> int:
+        assert self._entries is not None
+        i = self.ledger.add()
+        data["i"] = i
+        self._entries.write(json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n")
+        return i
+
+    def entries_written(self) -> None:
+        assert self._entries is not None
+        self._entries.close()
+        self._entries = None
+        os.replace(self.dir / "entries.jsonl.tmp", self.entries_path)
+        _atomic_write(
+            self.run_path,
+            json.dumps({"version": 1, "started": time.time(), "entries": len(self.ledger)}),
+        )
+
+    # -- continuing a run --------------------------------------------------
+    def load(self) -> None:
+        """Read a recorded run back (for ``--retry``); NoRunError when none."""
+        if not self.run_path.is_file() or not self.entries_path.is_file():
+            raise NoRunError(f"no recorded run in {str(self.root)!r} (nothing to retry)")
+        (self.dir / "parts").mkdir(parents=True, exist_ok=True)
+        for _ in self.iter_entries():
+            self.ledger.add()
+        with contextlib.suppress(FileNotFoundError), open(self.journal_path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                    i = rec["i"]
+                    self.ledger.set(i, rec["s"], rec["b"], rec["a"], rec["e"])
+                    if "p" in rec:
+                        self.ledger.paths[i] = rec["p"]
+                except (ValueError, KeyError, IndexError, TypeError):
+                    continue  # a torn last line after kill -9
+
+    def iter_entries(self) -> Iterator[dict[str, Any]]:
+        with open(self.entries_path, encoding="utf-8") as f:
+            for line in f:
+                if line.endswith("\n"):
+                    yield json.loads(line)
+
+    # -- as it happens -----------------------------------------------------
+    def record(
+        self,
+        i: int,
+        status: Status,
+        nbytes: int,
+        attempts: int,
+        error: str | None,
+        path: str | None = None,
+    ) -> None:
+        """Note an entry's outcome in memory and in the journal, at once."""
+        self.ledger.set(i, status, nbytes, attempts, error)
+        line: dict[str, Any] = {"i": i, "s": status, "b": nbytes, "a": attempts, "e": error}
+        if path is not None:
+            self.ledger.paths[i] = path
+            line["p"] = path
+        if self._journal is None:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._journal = open(self.journal_path, "a", encoding="utf-8")  # noqa: SIM115
+        self._journal.write(json.dumps(line, ensure_ascii=False) + "\n")
+        self._journal.flush()
+
+    def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+        if self._entries is not None:
+            self._entries.close()
+            self._entries = None
+
+    # -- the results -------------------------------------------------------
+    def record_of(self, data: dict[str, Any]) -> Record:
+        i = data["i"]
+        led = self.ledger
+        return Record(
+            url=redact_url(data["url"]),
+            path=led.paths.get(i, data.get("path")),
+            status=led.status_of(i) if led.status[i] else "failed",  # type: ignore[arg-type]
+            bytes=led.bytes[i],
+            attempts=led.attempts[i],
+            error=led.errors.get(i) if led.status[i] else "not started (run interrupted)",
+            line=data.get("line"),
+        )
+
+    def write_report(self, summary: dict[str, Any], extra: Path | None = None) -> None:
+        """Stream the report to disk: memory does not grow with the run."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.report_path.with_name("report.json.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write('{"entries": [')
+            first = True
+            if self.entries_path.is_file():
+                for data in self.iter_entries():
+                    f.write("\n  " if first else ",\n  ")
+                    first = False
+                    f.write(json.dumps(self.record_of(data).to_dict(), ensure_ascii=False))
+            f.write("\n],\n" if not first else "],\n")
+            f.write('"summary": ' + json.dumps(summary, indent=2, ensure_ascii=False) + "}\n")
+        if extra is not None:
+            extra_tmp = extra.with_name(extra.name + ".tmp")
+            with open(tmp, "rb") as src, open(extra_tmp, "wb") as dst:
+                dst.write(src.read())
+            os.replace(extra_tmp, extra)
+        os.replace(tmp, self.report_path)
+
+    # -- metadata of .part files ------------------------------------------
+    def _part_meta(self, relpath: str) -> Path:
+        digest = hashlib.sha1(relpath.encode("utf-8")).hexdigest()
+        return self.dir / "parts" / f"{digest}.json"
+
+    def save_part(self, relpath: str, meta: dict[str, Any]) -> None:
+        _atomic_write(self._part_meta(relpath), json.dumps(meta))
+
+    def load_part(self, relpath: str) -> dict[str, Any] | None:
+        try:
+            with open(self._part_meta(relpath), encoding="utf-8") as f:
+                meta = json.load(f)
+        except (OSError, ValueError):
+            return None
+        return meta if isinstance(meta, dict) and meta.get("path") == relpath else None
+
+    def drop_part(self, relpath: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._part_meta(relpath).unlink()

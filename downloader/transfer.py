@@ -1,0 +1,460 @@
+"""One entry, from the first request to the rename of ``NAME.part`` to ``NAME``.
+
+Every byte goes to ``NAME.part``; the final name appears only after the
+length (and the checksum, when asked for) is verified, so a file under its
+final name is never partial, whatever happens to the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import re
+import stat
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiofiles
+import aiohttp
+
+from .config import Settings
+from .errors import (
+    ChecksumMismatch,
+    DownloadError,
+    HTTPStatusError,
+    RestartNeeded,
+    TruncatedError,
+    UnsafeNameError,
+)
+from .models import Status
+from .naming import numbered, server_name, target
+from .progress import Activity
+from .ratelimit import RateLimiter
+from .retry import RetryPolicy, as_download_error, parse_retry_after
+from .state import RunState, redact_url
+
+#: Python's buffered writer gathers the network's small reads into writes of
+#: this size: one system call per MiB instead of one per read.
+WRITE_BUFFER = 1024 * 1024
+#: Parts smaller than this keep their resume metadata in memory only: after a
+#: crash they restart, which costs less than a metadata file per small file.
+PERSIST_MIN = 256 * 1024
+_READ_CHUNK = 1024 * 1024
+_MAX_RESTARTS = 3
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+
+
+class LocalFileError(DownloadError):
+    """Writing on this machine failed (disk full, permissions): no retry helps."""
+
+
+@dataclass(slots=True)
+class Job:
+    """An entry ready to run: its index in the run and its assigned path."""
+
+    index: int
+    urls: tuple[str, ...]
+    path: str
+    checksum: tuple[str, str] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    line: int | None = None
+
+
+@dataclass(slots=True)
+class Outcome:
+    status: Status
+    bytes: int
+    attempts: int
+    error: str | None = None
+    path: str | None = None
+
+
+class HostLimits:
+    """``--per-host``: requests in flight to one host at once."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self._sems: dict[str, asyncio.Semaphore] = {}
+
+    def slot(self, url: str) -> AbstractAsyncContextManager[Any]:
+        if self.limit is None:
+            return nullcontext()
+        host = url.partition("://")[2].partition("/")[0].rpartition("@")[2].lower()
+        sem = self._sems.get(host)
+        if sem is None:
+            sem = self._sems[host] = asyncio.Semaphore(self.limit)
+        return sem
+
+
+@dataclass
+class Context:
+    """What every transfer of a run shares."""
+
+    session: aiohttp.ClientSession
+    settings: Settings
+    state: RunState
+    root: Path
+    policy: RetryPolicy
+    hosts: HostLimits
+    limiter: RateLimiter | None
+    base_headers: dict[str, str]
+    received: int = 0
+    claimed: set[str] = field(default_factory=set)
+
+
+def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
+    if not value:
+        return None
+    match = _CONTENT_RANGE.match(value)
+    if not match:
+        return None
+    total = None if match.group(3) == "*" else int(match.group(3))
+    return int(match.group(1)), int(match.group(2)), total
+
+
+def _strong_etag(etag: str | None) -> str | None:
+    return etag if etag and not etag.startswith("W/") else None
+
+
+async def _hash_file(path: Path, algo: str, limit: int | None = None) -> Any:
+    hasher = hashlib.new(algo)
+    remaining = limit
+    async with aiofiles.open(path, "rb") as f:
+        while remaining is None or remaining > 0:
+            size = _READ_CHUNK if remaining is None else min(_READ_CHUNK, remaining)
+            block = await f.read(size)
+            if not block:
+                break
+            hasher.update(block)
+            if remaining is not None:
+                remaining -= len(block)
+    return hasher
+
+
+class Transfer:
+    """Fetches one :class:`Job`: retries, mirrors, resume, verification."""
+
+    def __init__(self, ctx: Context, job: Job, act: Activity) -> None:
+        self.ctx = ctx
+        self.job = job
+        self.act = act
+        self.attempts = 0
+        self.meta: dict[str, Any] | None = None
+        self.resumed = False
+        self.cd_name: str | None = None
+
+    # -- the entry ---------------------------------------------------------
+    async def run(self) -> Outcome:
+        settings = self.ctx.settings
+        job = self.job
+        try:
+            final = target(self.ctx.root, job.path)
+        except UnsafeNameError as exc:
+            return Outcome("failed", 0, 0, str(exc))
+        part = final.with_name(final.name + ".part")
+        skip = await self._existing(final)
+        if skip is not None:
+            return skip
+        if not settings.resume:
+            self._discard(part)
+
+        failures = 0
+        restarts = 0
+        fresh_after_mismatch = False
+        tried: set[int] = set()
+        dead: set[int] = set()
+        mirror = 0
+        while True:
+            url = job.urls[mirror]
+            tried.add(mirror)
+            self.attempts += 1
+            try:
+                async with self.ctx.hosts.slot(url):
+                    await self._attempt(url, part)
+                return self._finish(final, part)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a reason
+                err = as_download_error(exc, settings.timeout)
+            if isinstance(err, LocalFileError):
+                return self._fail(err)
+            if isinstance(err, RestartNeeded) and restarts < _MAX_RESTARTS:
+                restarts += 1
+                self._discard(part)
+                continue
+            if isinstance(err, ChecksumMismatch):
+                self._discard(part)
+                if err.transient and not fresh_after_mismatch:
+                    fresh_after_mismatch = True
+                    continue
+                return self._fail(err)
+            if err.transient:
+                failures += 1
+            else:
+                dead.add(mirror)
+            alive = [i for i in range(len(job.urls)) if i not in dead]
+            untried = [i for i in alive if i not in tried]
+            if not alive or (failures > settings.retries and not untried):
+                return self._fail(err)
+            if untried:
+                mirror = untried[0]
+            else:
+                later = [i for i in alive if i > mirror]
+                mirror = later[0] if later else alive[0]
+            if err.transient:
+                retry_after = err.retry_after if isinstance(err, HTTPStatusError) else None
+                await asyncio.sleep(self.ctx.policy.delay(failures, retry_after))
+
+    async def _existing(self, final: Path) -> Outcome | None:
+        """Skip a final file that is already there (unless it fails its checksum)."""
+        try:
+            st = os.stat(final)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return Outcome("failed", 0, 0, f"cannot use {self.job.path}: {exc.strerror}")
+        if not stat.S_ISREG(st.st_mode):
+            return Outcome("failed", 0, 0, f"{self.job.path} exists and is not a file")
+        if self.ctx.settings.overwrite:
+            return None
+        if self.job.checksum is not None:
+            algo, expected = self.job.checksum
+            hasher = await _hash_file(final, algo)
+            if hasher.hexdigest() != expected:
+                return None  # corrupt: download again and replace it
+        return Outcome("skipped", st.st_size, 0, None, None)
+
+    def _fail(self, err: DownloadError) -> Outcome:
+        size = 0
+        with contextlib.suppress(OSError):
+            size = os.stat(self.ctx.root / (self.job.path + ".part")).st_size
+        return Outcome("failed", size, self.attempts, str(err))
+
+    def _discard(self, part: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            part.unlink()
+        if self.meta is not None and self.meta.get("saved"):
+            self.ctx.state.drop_part(self.job.path)
+        self.meta = None
+
+    def _finish(self, final: Path, part: Path) -> Outcome:
+        dest, relpath = final, self.job.path
+        if self.cd_name:
+            dest, relpath = self._server_named(final)
+        try:
+            os.replace(part, dest)
+        except OSError as exc:
+            return Outcome("failed", 0, self.attempts, f"cannot rename {part.name}: {exc.strerror}")
+        if self.meta is not None and self.meta.get("saved"):
+            self.ctx.state.drop_part(self.job.path)
+        size = self.act.done
+        return Outcome(
+            "complete", size, self.attempts, None, relpath if relpath != self.job.path else None
+        )
+
+    def _server_named(self, final: Path) -> tuple[Path, str]:
+        """The Content-Disposition name, in the entry's folder, never clobbering."""
+        assert self.cd_name is not None
+        head = self.job.path.rpartition("/")[0]
+        base = f"{head}/{self.cd_name}" if head else self.cd_name
+        candidate, n = base, 0
+        while True:
+            path = self.ctx.root / candidate
+            taken = candidate in self.ctx.claimed and candidate != self.job.path
+            if candidate == self.job.path or (
+                not taken and (self.ctx.settings.overwrite or not os.path.lexists(path))
+            ):
+                self.ctx.claimed.add(candidate)
+                return path, candidate
+            n += 1
+            candidate = numbered(base, n)
+
+    # -- one request -------------------------------------------------------
+    def _resume_point(self, part: Path) -> int:
+        if not self.ctx.settings.resume:
+            return 0
+        try:
+            st = os.lstat(part)
+        except FileNotFoundError:
+            self.meta = None
+            return 0
+        meta = self.meta
+        if meta is None:
+            meta = self.ctx.state.load_part(self.job.path)
+            if meta is not None:
+                meta["saved"] = True
+        size = st.st_size
+        usable = (
+            stat.S_ISREG(st.st_mode)
+            and meta is not None
+            and (meta.get("etag") or meta.get("last_modified") or meta.get("total") is not None)
+            and (meta.get("total") is None or size <= meta["total"])
+        )
+        self.meta = meta
+        if not usable or size == 0:
+            self._discard(part)
+            return 0
+        return size
+
+    async def _attempt(self, url: str, part: Path) -> None:
+        ctx = self.ctx
+        job = self.job
+        settings = ctx.settings
+        offset = self._resume_point(part)
+        headers = dict(ctx.base_headers)
+        headers.update(job.headers)
+        meta = self.meta
+        if offset and meta is not None:
+            headers["Range"] = f"bytes={offset}-"
+            validator = _strong_etag(meta.get("etag")) or meta.get("last_modified")
+            if validator:
+                headers["If-Range"] = validator
+        self.act.done = offset
+        async with ctx.session.get(
+            url,
+            headers=headers,
+            max_redirects=settings.max_redirects + 1,
+            auto_decompress=False,
+            ssl=False if settings.insecure else True,
+        ) as resp:
+            status = resp.status
+            if offset and status == 416:
+                await self._range_unsatisfiable(resp, part, offset)
+                return
+            if status not in (200, 206):
+                raise HTTPStatusError(
+                    status, resp.reason or "", parse_retry_after(resp.headers.get("Retry-After"))
+                )
+            if settings.content_disposition:
+                self.cd_name = server_name(resp.content_disposition.filename) if (
+                    resp.content_disposition
+                ) else None
+            if status == 206:
+                total = self._check_partial(resp, offset)
+            else:
+                offset = 0
+                self.act.done = 0
+                total = resp.content_length
+                self._start_part(part, url, resp, total)
+            self.act.total = total
+            hasher = None
+            if job.checksum is not None:
+                hasher = (
+                    await _hash_file(part, job.checksum[0], offset)
+                    if offset
+                    else hashlib.new(job.checksum[0])
+                )
+            self.resumed = offset > 0
+            size = await self._stream(resp, part, offset, hasher)
+        if total is not None and size != total:
+            raise TruncatedError(f"body ended after {size} of {total} bytes")
+        if hasher is not None and job.checksum is not None:
+            self._verify(hasher.hexdigest())
+
+    def _verify(self, digest: str) -> None:
+        assert self.job.checksum is not None
+        algo, expected = self.job.checksum
+        if digest != expected:
+            # A resumed file may have spliced two versions: one fresh try.
+            raise ChecksumMismatch(
+                f"checksum mismatch ({algo}: expected {expected[:16]}…, got {digest[:16]}…)",
+                transient=self.resumed,
+            )
+
+    async def _range_unsatisfiable(
+        self, resp: aiohttp.ClientResponse, part: Path, offset: int
+    ) -> None:
+        cr = resp.headers.get("Content-Range", "")
+        total = int(cr.rpartition("/")[2]) if cr.rpartition("/")[2].isdigit() else None
+        known = self.meta.get("total") if self.meta else None
+        if known is not None and offset == known and total in (None, known):
+            self.act.done = self.act.total = offset
+            if self.job.checksum is not None:
+                hasher = await _hash_file(part, self.job.checksum[0])
+                self.resumed = True
+                self._verify(hasher.hexdigest())
+            return
+        raise RestartNeeded("server refused the range (416); restarting from byte 0")
+
+    def _check_partial(self, resp: aiohttp.ClientResponse, offset: int) -> int | None:
+        """A 206 is trusted only when it continues exactly the recorded resource,
+        since some servers ignore If-Range."""
+        cr = parse_content_range(resp.headers.get("Content-Range"))
+        meta = self.meta or {}
+        if cr is None:
+            raise RestartNeeded("206 without a usable Content-Range; restarting")
+        start, _end, total = cr
+        if start != offset:
+            raise RestartNeeded(f"server resumed at byte {start}, not {offset}; restarting")
+        if meta.get("total") is not None and total is not None and total != meta["total"]:
+            raise RestartNeeded("resource length changed; restarting from byte 0")
+        etag = resp.headers.get("ETag")
+        if meta.get("etag") and etag and etag != meta["etag"]:
+            raise RestartNeeded("resource changed (ETag); restarting from byte 0")
+        modified = resp.headers.get("Last-Modified")
+        if meta.get("last_modified") and modified and modified != meta["last_modified"]:
+            raise RestartNeeded("resource changed (Last-Modified); restarting from byte 0")
+        if not (meta.get("etag") or meta.get("last_modified")) and meta.get("total") is None:
+            raise RestartNeeded("nothing to validate the partial file against; restarting")
+        return total
+
+    def _start_part(
+        self, part: Path, url: str, resp: aiohttp.ClientResponse, total: int | None
+    ) -> None:
+        """Record what the new part is a copy of, before its first byte is written."""
+        old_saved = bool(self.meta and self.meta.get("saved"))
+        meta: dict[str, Any] = {
+            "path": self.job.path,
+            "url": redact_url(url),
+            "etag": resp.headers.get("ETag"),
+            "last_modified": resp.headers.get("Last-Modified"),
+            "total": total,
+        }
+        resumable = meta["etag"] or meta["last_modified"] or total is not None
+        if resumable and (total is None or total >= PERSIST_MIN):
+            self.ctx.state.save_part(self.job.path, meta)
+            meta["saved"] = True
+        elif old_saved:
+            self.ctx.state.drop_part(self.job.path)
+        self.meta = meta
+
+    async def _stream(
+        self, resp: aiohttp.ClientResponse, part: Path, offset: int, hasher: Any
+    ) -> int:
+        """The hot loop: write, hash if asked, count, pace; nothing else."""
+        try:
+            if offset:
+                fd = os.open(part, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(part)
+                fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise LocalFileError(f"cannot write {part.name}: {exc.strerror}") from exc
+        act = self.act
+        limiter = self.ctx.limiter
+        received = 0
+        try:
+            with open(fd, "wb", buffering=WRITE_BUFFER) as f:
+                write = f.write
+                async for chunk in resp.content.iter_any():
+                    write(chunk)
+                    if hasher is not None:
+                        hasher.update(chunk)
+                    n = len(chunk)
+                    received += n
+                    act.done += n
+                    if limiter is not None:
+                        await limiter.take(n)
+        except OSError as exc:
+            if isinstance(exc, (aiohttp.ClientError, ConnectionError, TimeoutError)):
+                raise
+            raise LocalFileError(f"cannot write {part.name}: {exc.strerror}") from exc
+        finally:
+            self.ctx.received += received
+        return offset + received

@@ -1,0 +1,276 @@
+"""The URL list: wget ``-i`` and aria2c ``-i`` format, read lazily.
+
+A bad line never stops the parse: it turns its entry into an invalid
+:class:`Entry` (``error="line N: ..."``) that is reported and never requested.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from yarl import URL
+
+from .errors import ListError, UnsafeNameError
+from .models import Entry
+from .naming import clean_out
+
+#: Accepted spellings of ``checksum=`` algorithms → hashlib names.
+ALGORITHMS = {
+    "sha-256": "sha256",
+    "sha256": "sha256",
+    "sha-512": "sha512",
+    "sha512": "sha512",
+    "sha-1": "sha1",
+    "sha1": "sha1",
+    "md5": "md5",
+}
+_HEX_DIGITS = {"sha256": 64, "sha512": 128, "sha1": 40, "md5": 32}
+_OPTIONS = ("out", "checksum", "header")
+
+
+def _show(text: str, limit: int = 80) -> str:
+    """A bounded repr for messages: a 1 MB line must not become a 1 MB error."""
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+def parse_checksum(value: str) -> tuple[str, str]:
+    """``ALGO=HEX`` → ``(hashlib_name, lower_hex)``; ValueError with a reason."""
+    algo, sep, digest = value.strip().partition("=")
+    name = ALGORITHMS.get(algo.strip().lower())
+    if not sep or name is None:
+        raise ValueError(
+            f"malformed checksum {_show(value)}: expected ALGO=HEX with ALGO one of "
+            "sha-256, sha-512, sha-1, md5"
+        )
+    digest = digest.strip().lower()
+    if len(digest) != _HEX_DIGITS[name] or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError(
+            f"malformed checksum {_show(value)}: {algo} needs {_HEX_DIGITS[name]} hex digits"
+        )
+    return name, digest
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be fetched, or None when it can."""
+    if not url:
+        return "empty URL"
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        return f"invalid URL {_show(url)}: contains white space or control characters"
+    scheme, sep, _ = url.partition("://")
+    if not sep or not scheme:
+        return f"invalid URL {_show(url)}: no scheme (expected http:// or https://)"
+    if scheme.lower() not in ("http", "https"):
+        return f"unsupported scheme {scheme.lower()!r}"
+    try:
+        parsed = URL(url)
+        host = parsed.host
+        parsed.port  # noqa: B018 - raises on a bad port
+    except (ValueError, TypeError) as exc:
+        return f"invalid URL {_show(url)}: {exc}"
+    if not host:
+        return f"invalid URL {_show(url)}: no host"
+    return None
+
+
+def header_problem(value: str) -> str | None:
+    name, sep, _ = value.partition(":")
+    name = name.strip()
+    if not sep or not name or any(c.isspace() or ord(c) < 0x21 or ord(c) > 0x7E for c in name):
+        return f"malformed header {_show(value)}: expected 'Name: value'"
+    if any(c in value for c in "\r\n\x00"):
+        return f"malformed header {_show(value)}: control characters"
+    return None
+
+
+def split_header(value: str) -> tuple[str, str]:
+    name, _, val = value.partition(":")
+    return name.strip(), val.strip()
+
+
+def entry_problem(entry: Entry) -> str | None:
+    """Why an :class:`Entry` built in a script is invalid (the list parser checks per line)."""
+    for url in entry.urls:
+        problem = url_problem(url)
+        if problem:
+            return problem
+    if entry.out is not None:
+        try:
+            clean_out(entry.out)
+        except UnsafeNameError as exc:
+            return str(exc)
+    if entry.checksum is not None:
+        try:
+            parse_checksum(entry.checksum)
+        except ValueError as exc:
+            return str(exc)
+    for name, value in (entry.headers or {}).items():
+        problem = header_problem(f"{name}: {value}")
+        if problem:
+            return problem
+    return None
+
+
+@dataclass
+class _Pending:
+    line: int
+    urls: list[str]
+    out: str | None = None
+    checksum: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+    def fail(self, line: int, reason: str) -> None:
+        if self.error is None:
+            self.error = f"line {line}: {reason}"
+
+    def build(self) -> Entry:
+        return Entry(
+            self.urls[0] if self.urls else "",
+            out=self.out,
+            checksum=self.checksum,
+            headers=self.headers or None,
+            mirrors=tuple(self.urls[1:]),
+            line=self.line,
+            error=self.error,
+        )
+
+
+def _start(number: int, text: str, bad_utf8: bool) -> _Pending:
+    urls = [u.strip() for u in text.split("\t") if u.strip()]
+    pending = _Pending(number, urls[:1] if bad_utf8 else urls)
+    if bad_utf8:
+        pending.fail(number, "not valid UTF-8")
+        return pending
+    for url in urls:
+        problem = url_problem(url)
+        if problem:
+            pending.fail(number, problem)
+            break
+    return pending
+
+
+def _option(pending: _Pending, number: int, text: str) -> None:
+    key, sep, value = text.strip().partition("=")
+    key = key.strip().lower()
+    if not sep:
+        pending.fail(number, f"malformed option {_show(text.strip())}: expected key=value")
+    elif key == "out":
+        try:
+            clean_out(value)
+            pending.out = value
+        except UnsafeNameError as exc:
+            pending.fail(number, str(exc))
+    elif key == "checksum":
+        try:
+            parse_checksum(value)
+            pending.checksum = value.strip()
+        except ValueError as exc:
+            pending.fail(number, str(exc))
+    elif key == "header":
+        problem = header_problem(value)
+        if problem:
+            pending.fail(number, problem)
+        else:
+            name, val = split_header(value)
+            pending.headers[name] = val
+    else:
+        pending.fail(number, f"unknown option {_show(key, 40)} (known: {', '.join(_OPTIONS)})")
+
+
+def _numbered_lines(stream: BinaryIO) -> Iterator[tuple[int, str, bool]]:
+    for number, raw in enumerate(stream, 1):
+        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        raw = raw.rstrip(b"\r\n")
+        try:
+            yield number, raw.decode("utf-8"), False
+        except UnicodeDecodeError:
+            yield number, raw.decode("utf-8", "replace"), True
+
+
+def parse_lines(stream: BinaryIO) -> Iterator[Entry]:
+    """Entries of a list read from a binary stream, one at a time."""
+    pending: _Pending | None = None
+    for number, text, bad in _numbered_lines(stream):
+        stripped = text.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if text[0].isspace():
+            if pending is None:
+                yield Entry(
+                    stripped[:2000],
+                    line=number,
+                    error=f"line {number}: option line with no entry above it",
+                )
+            elif bad:
+                pending.fail(number, "not valid UTF-8")
+            else:
+                _option(pending, number, text)
+            continue
+        if pending is not None:
+            yield pending.build()
+        pending = _start(number, stripped, bad)
+    if pending is not None:
+        yield pending.build()
+
+
+def parse_text(text: str) -> list[Entry]:
+    """Entries of a list held in a string (tests, scripts)."""
+    import io
+
+    return list(parse_lines(io.BytesIO(text.encode("utf-8"))))
+
+
+def iter_list(path: str | Path) -> Iterator[Entry]:
+    """Entries of a list file (``-`` for standard input), read lazily.
+
+    Raises :class:`ListError` at once when the file cannot be opened, so that
+    the caller can exit with status 2 before anything is downloaded.
+    """
+    if str(path) == "-":
+        return parse_lines(sys.stdin.buffer)
+    try:
+        stream = open(path, "rb")  # noqa: SIM115 - closed by the generator
+    except OSError as exc:
+        raise ListError(f"cannot read URL list {str(path)!r}: {exc.strerror or exc}") from exc
+    if Path(path).is_dir():
+        stream.close()
+        raise ListError(f"cannot read URL list {str(path)!r}: is a directory")
+
+    def generate() -> Iterator[Entry]:
+        with stream:
+            try:
+                yield from parse_lines(stream)
+            except OSError as exc:
+                raise ListError(f"cannot read URL list {str(path)!r}: {exc}") from exc
+
+    return generate()
+
+
+def load_list(path: str | Path) -> list[Entry]:
+    """Read a whole list file; invalid lines come back as entries with ``.error`` set."""
+    return list(iter_list(path))
+
+
+def entries_from(items: Iterable[str | Entry]) -> Iterator[Entry]:
+    """URL strings or entries → validated entries (invalid ones carry ``error``)."""
+    for item in items:
+        entry = Entry(item) if isinstance(item, str) else item
+        if entry.error is None:
+            problem = entry_problem(entry)
+            if problem:
+                prefix = f"line {entry.line}: " if entry.line else ""
+                entry = Entry(
+                    entry.url,
+                    out=entry.out,
+                    checksum=entry.checksum,
+                    headers=entry.headers,
+                    mirrors=entry.mirrors,
+                    line=entry.line,
+                    error=prefix + problem,
+                )
+        yield entry

@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-i", "--input-file", action="append", default=[], metavar="URL_LIST",
                    help="read URLs from this list (as wget and aria2c spell it)")
-    p.add_argument("-o", "--output-dir", default=".", metavar="DIR",
+    p.add_argument("-o", "--output-dir", metavar="DIR",
                    help="where files go, created if missing (default: .)")
     p.add_argument("-j", "--jobs", type=_positive, default=8, metavar="N",
                    help="files downloaded at once (default: 8)")
@@ -173,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .demo import main as demo_main
 
         return demo_main(args)
+    if args.output_dir is None:
+        args.output_dir = "."
     try:
         dl = Downloader(
             output_dir=args.output_dir,
@@ -191,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_redirects=args.max_redirects,
             report=args.report,
             quiet=args.quiet,
-            progress=False if args.no_progress else None,
+            progress="lines" if args.no_progress else None,
         )
     except ValueError as exc:
         parser.error(str(exc))

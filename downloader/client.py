@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import aiohttp
 
@@ -40,6 +40,10 @@ class Downloader:
     >>> results = dl.run(["https://example.org/a.bin"])        # doctest: +SKIP
     >>> [r.error for r in results.failed]                       # doctest: +SKIP
 
+    ``progress``: None shows bars on a terminal and a line per file
+    otherwise; True always bars; ``"lines"`` always lines; False nothing
+    (``on_progress`` still sees every event).
+
     Use ``async with Downloader(...) as dl`` to keep one HTTP session (and
     its connection pool) across several calls, or pass ``session=`` to use
     an ``aiohttp.ClientSession`` of your own.
@@ -64,7 +68,7 @@ class Downloader:
         max_redirects: int = 10,
         report: str | Path | None = None,
         quiet: bool = False,
-        progress: bool | None = None,
+        progress: bool | Literal["lines"] | None = None,
         on_progress: Callable[[ProgressEvent], Any] | None = None,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
@@ -176,7 +180,9 @@ class Downloader:
             return "quiet"
         if s.progress is None:
             return "bars" if sys.stderr.isatty() else "lines"
-        return "bars" if s.progress else "lines"
+        if s.progress == "lines":
+            return "lines"
+        return "bars" if s.progress else "quiet"
 
     def _materialize(self, state: RunState, source: Iterator[Entry]) -> None:
         """Write every entry, with its final name, to the run state before the
@@ -245,11 +251,11 @@ class Downloader:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         root = s.output_dir
-        root.mkdir(parents=True, exist_ok=True)
         state = RunState(root)
         if source is None:
             state.load()
         else:
+            root.mkdir(parents=True, exist_ok=True)
             self._secrets.clear()
             self._materialize(state, source)
         ledger = state.ledger

@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import __version__
 
@@ -52,8 +52,9 @@ class Settings:
     max_redirects: int = 10
     report: Path | None = None
     quiet: bool = False
-    #: None: bars when stderr is a terminal, plain lines otherwise.
-    progress: bool | None = None
+    #: None: bars when stderr is a terminal, plain lines otherwise;
+    #: True bars, "lines" lines, False nothing.
+    progress: bool | Literal["lines"] | None = None
     on_progress: Callable[[ProgressEvent], Any] | None = None
 
     def __post_init__(self) -> None:

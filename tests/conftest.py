@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import AsyncIterator
+
+import pytest
+
+from .server import FaultServer
+
+# Never send the tests' loopback traffic through a proxy from the environment.
+for _name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+    os.environ.pop(_name, None)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FaultServer]:
+    srv = await FaultServer().start()
+    try:
+        yield srv
+    finally:
+        await srv.stop()
+
+
+def blob(size: int, seed: int = 0) -> bytes:
+    return random.Random(seed).randbytes(size)

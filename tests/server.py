@@ -1,0 +1,165 @@
+"""A real HTTP server on 127.0.0.1 for the tests, with faults on demand.
+
+Each served path has a :class:`Behaviour`; the server counts requests, bytes
+served and requests in flight, so tests assert on what really crossed the
+socket rather than on mocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+
+@dataclass
+class Behaviour:
+    body: bytes = b""
+    #: statuses to answer before serving the body, one per request (e.g. [503, 503]).
+    statuses: list[int] = field(default_factory=list)
+    retry_after: str | None = None
+    #: close the connection after this fraction of the body, for the first N requests.
+    reset_at: float | None = None
+    resets_left: int = 1
+    #: stop sending (but keep the connection open) after the headers.
+    stall: bool = False
+    #: announce more bytes than sent, for the first N requests.
+    short_by: int = 0
+    short_left: int = 1
+    ignore_range: bool = False
+    #: a new body (and ETag) for each request: the resource keeps changing.
+    versions: list[bytes] = field(default_factory=list)
+    etag: bool = True
+    last_modified: bool = False
+    delay: float = 0.0
+    #: seconds to spread the body over (a slow file).
+    slow: float = 0.0
+    redirect: str | None = None
+    gzip: bool = False
+    content_disposition: str | None = None
+    #: release the body only once this event is set.
+    gate: asyncio.Event | None = None
+
+
+class FaultServer:
+    def __init__(self) -> None:
+        self.paths: dict[str, Behaviour] = {}
+        self.requests: dict[str, int] = {}
+        self.request_log: list[tuple[float, str, dict[str, str]]] = []
+        self.bytes_served = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.finished: list[str] = []
+        self.runner: web.AppRunner | None = None
+        self.base = ""
+
+    def add(self, path: str, body: bytes = b"", **kw: object) -> str:
+        self.paths[path] = Behaviour(body=body, **kw)  # type: ignore[arg-type]
+        return self.base + path
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    async def start(self) -> FaultServer:
+        app = web.Application()
+        app.router.add_route("GET", "/{tail:.*}", self.handle)
+        self.runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base = f"http://127.0.0.1:{port}"
+        return self
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        self.requests[path] = self.requests.get(path, 0) + 1
+        self.request_log.append((time.monotonic(), path, dict(request.headers)))
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._serve(request, path)
+        finally:
+            self.in_flight -= 1
+            self.finished.append(path)
+
+    async def _serve(self, request: web.Request, path: str) -> web.StreamResponse:
+        b = self.paths.get(path)
+        if b is None:
+            return web.Response(status=404, text="no such file")
+        if b.delay:
+            await asyncio.sleep(b.delay)
+        if b.statuses:
+            status = b.statuses.pop(0)
+            headers = {"Retry-After": b.retry_after} if b.retry_after else {}
+            return web.Response(status=status, headers=headers, text=f"error {status} body")
+        if b.redirect is not None:
+            raise web.HTTPFound(b.redirect)
+        body = b.body
+        if b.versions:
+            body = b.versions.pop(0) if len(b.versions) > 1 else b.versions[0]
+        if b.gzip:
+            body = gzip.compress(body)
+        headers: dict[str, str] = {"Accept-Ranges": "bytes"}
+        if b.etag:
+            headers["ETag"] = '"' + hashlib.md5(body).hexdigest() + '"'
+        if b.last_modified:
+            headers["Last-Modified"] = "Wed, 21 Oct 2015 07:28:00 GMT"
+        if b.gzip:
+            headers["Content-Encoding"] = "gzip"
+        if b.content_disposition:
+            headers["Content-Disposition"] = b.content_disposition
+        start, status = 0, 200
+        rng = request.headers.get("Range", "")
+        if rng.startswith("bytes=") and not b.ignore_range:
+            if_range = request.headers.get("If-Range")
+            if if_range is None or if_range == headers.get("ETag") or if_range == headers.get(
+                "Last-Modified"
+            ):
+                first = int(rng[6:].split("-")[0])
+                if first >= len(body):
+                    return web.Response(
+                        status=416, headers={"Content-Range": f"bytes */{len(body)}"}
+                    )
+                start, status = first, 206
+                headers["Content-Range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"
+        payload = body[start:]
+        announced = len(payload)
+        cut = len(payload)
+        if b.short_by and b.short_left > 0:
+            b.short_left -= 1
+            cut = max(0, len(payload) - b.short_by)
+        if b.reset_at is not None and b.resets_left > 0:
+            b.resets_left -= 1
+            cut = min(cut, int(len(body) * b.reset_at) - start)
+            cut = max(cut, 0)
+        resp = web.StreamResponse(status=status, headers=headers)
+        resp.content_length = announced
+        await resp.prepare(request)
+        if b.gate is not None:
+            await b.gate.wait()
+        if b.stall:
+            await asyncio.sleep(3600)
+        step = 64 * 1024
+        pieces = max(1, (cut + step - 1) // step)
+        for pos in range(0, cut, step):
+            chunk = payload[pos : min(pos + step, cut)]
+            await resp.write(chunk)
+            self.bytes_served += len(chunk)
+            if b.slow:
+                await asyncio.sleep(b.slow / pieces)
+        if cut < announced:
+            # Break the connection mid-body: the client sees a short read.
+            assert request.transport is not None
+            request.transport.close()
+            return resp
+        await resp.write_eof()
+        return resp

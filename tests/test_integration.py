@@ -1,0 +1,303 @@
+"""The engine against a real HTTP server on 127.0.0.1 (real sockets, real files)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from downloader import Downloader, Entry, ProgressEvent
+
+from .conftest import blob
+from .server import FaultServer
+
+
+def files_in(root: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in root.rglob("*")
+        if p.is_file() and ".downloader" not in p.parts
+    }
+
+
+async def test_mixed_list_with_missing_files(server: FaultServer, tmp_path: Path) -> None:
+    bodies = {f"/d/f{i}.bin": blob((i * 7919) % 300_000 + i, seed=i) for i in range(200)}
+    missing = {"/d/f13.bin", "/d/f77.bin", "/d/f150.bin"}
+    for path, body in bodies.items():
+        if path not in missing:
+            server.add(path, body)
+    urls = [server.url(p) for p in bodies]
+    dl = Downloader(tmp_path, jobs=8, progress=False, retries=1)
+    results = await dl.download(urls)
+
+    assert len(results) == 200
+    assert {r.path for r in results.failed} == {p.rsplit("/", 1)[1] for p in missing}
+    assert all(r.error == "HTTP 404 Not Found" and r.attempts == 1 for r in results.failed)
+    on_disk = files_in(tmp_path)
+    assert on_disk == {p.rsplit("/", 1)[1]: b for p, b in bodies.items() if p not in missing}
+    report = json.loads((tmp_path / ".downloader" / "report.json").read_text())
+    assert report["summary"]["failed"] == 3 and report["summary"]["complete"] == 197
+    assert [e["line"] for e in report["entries"]] == [None] * 200
+
+    # A second run downloads nothing and skips everything that is there.
+    served = sum(server.requests.values())
+    again = await Downloader(tmp_path, jobs=8, progress=False, retries=0).download(urls)
+    assert len(again.skipped) == 197 and len(again.failed) == 3
+    assert sum(server.requests.values()) - served == 3  # only the missing ones asked again
+
+
+async def test_jobs_bound_and_sliding_window(server: FaultServer, tmp_path: Path) -> None:
+    gate = asyncio.Event()
+    server.add("/slow.bin", blob(1000), gate=gate)
+    fast = [server.add(f"/fast{i}.bin", blob(5000, i), delay=0.02) for i in range(40)]
+
+    async def release_when_fast_done() -> None:
+        while sum(1 for p in server.finished if p.startswith("/fast")) < 40:
+            await asyncio.sleep(0.01)
+        # every fast file was requested while the slow one still held its slot
+        gate.set()
+
+    waiter = asyncio.create_task(release_when_fast_done())
+    results = await Downloader(tmp_path, jobs=4, progress=False).download(
+        [server.url("/slow.bin"), *fast]
+    )
+    await waiter
+    assert len(results.complete) == 41
+    assert server.max_in_flight == 4
+    # the slow file finished last: the other slots kept working past it
+    assert server.finished[-1] == "/slow.bin"
+
+
+async def test_reset_at_75_percent_resumes(server: FaultServer, tmp_path: Path) -> None:
+    bodies = [blob(400_000 + i * 1000, seed=i) for i in range(6)]
+    urls = [server.add(f"/r{i}.bin", b, reset_at=0.75) for i, b in enumerate(bodies)]
+    results = await Downloader(tmp_path, progress=False, retries=3).download(urls)
+    assert len(results.complete) == 6
+    for i, b in enumerate(bodies):
+        assert (tmp_path / f"r{i}.bin").read_bytes() == b
+    total = sum(len(b) for b in bodies)
+    assert server.bytes_served < 1.5 * total  # resumed, not restarted (1.75x)
+    assert all(r.attempts == 2 for r in results)
+
+
+async def test_truncated_body_is_retried(server: FaultServer, tmp_path: Path) -> None:
+    body = blob(300_000)
+    url = server.add("/short.bin", body, short_by=1000)
+    results = await Downloader(tmp_path, progress=False).download([url])
+    assert results.complete and (tmp_path / "short.bin").read_bytes() == body
+    assert results[0].attempts == 2
+    ranges = [h.get("Range") for _, p, h in server.request_log if p == "/short.bin"]
+    assert ranges == [None, f"bytes={len(body) - 1000}-"]
+
+
+async def test_server_ignoring_range_restarts_cleanly(server: FaultServer, tmp_path: Path) -> None:
+    body = blob(500_000)
+    url = server.add("/ign.bin", body, reset_at=0.5, ignore_range=True)
+    results = await Downloader(tmp_path, progress=False).download([url])
+    assert results.complete
+    assert (tmp_path / "ign.bin").read_bytes() == body
+
+
+async def test_changing_resource_is_never_spliced(server: FaultServer, tmp_path: Path) -> None:
+    v1, v2 = blob(500_000, 1), blob(500_000, 2)
+    url = server.add("/chg.bin", reset_at=0.5, versions=[v1, v2])
+    results = await Downloader(tmp_path, progress=False).download([url])
+    assert results.complete
+    assert (tmp_path / "chg.bin").read_bytes() == v2
+
+
+async def test_retry_after_is_honoured(server: FaultServer, tmp_path: Path) -> None:
+    url = server.add("/busy.bin", b"x" * 100, statuses=[429], retry_after="1")
+    results = await Downloader(tmp_path, progress=False).download([url])
+    assert results.complete and results[0].attempts == 2
+    times = [t for t, p, _ in server.request_log if p == "/busy.bin"]
+    assert times[1] - times[0] >= 1.0
+
+
+async def test_permanent_error_fails_at_once(server: FaultServer, tmp_path: Path) -> None:
+    url = server.add("/gone.bin", statuses=[410, 410, 410])
+    results = await Downloader(tmp_path, progress=False).download([url])
+    assert results.failed[0].error == "HTTP 410 Gone" and results.failed[0].attempts == 1
+    assert not list(tmp_path.glob("gone.bin*"))  # no error body under any name
+
+
+async def test_transient_errors_exhaust_retries(server: FaultServer, tmp_path: Path) -> None:
+    url = server.add("/down.bin", statuses=[503] * 10)
+    results = await Downloader(tmp_path, progress=False, retries=2).download([url])
+    rec = results.failed[0]
+    assert rec.attempts == 3 and rec.error == "HTTP 503 Service Unavailable"
+    assert server.requests["/down.bin"] == 3
+
+
+async def test_stall_is_named_and_bounded(server: FaultServer, tmp_path: Path) -> None:
+    url = server.add("/stall.bin", b"x" * 1000, stall=True)
+    results = await Downloader(tmp_path, progress=False, retries=1, timeout=0.3).download([url])
+    rec = results.failed[0]
+    assert "stalled" in rec.error and rec.attempts == 2
+
+
+async def test_mirrors_are_tried_in_turn(server: FaultServer, tmp_path: Path) -> None:
+    body = blob(10_000)
+    good = server.add("/m2/file.bin", body)
+    entry = Entry(server.url("/m1/file.bin"), mirrors=(good,))
+    results = await Downloader(tmp_path, progress=False, retries=0).download([entry])
+    assert results.complete and results[0].path == "file.bin" and results[0].attempts == 2
+    assert results[0].url == server.url("/m1/file.bin")
+    assert (tmp_path / "file.bin").read_bytes() == body
+
+
+async def test_checksums(server: FaultServer, tmp_path: Path) -> None:
+    body = blob(200_000)
+    good = hashlib.sha256(body).hexdigest()
+    ok = Entry(server.add("/ok.bin", body), checksum=f"sha-256={good}")
+    bad = Entry(server.add("/bad.bin", body), checksum="md5=" + "0" * 32)
+    results = await Downloader(tmp_path, progress=False).download([ok, bad])
+    assert [r.status for r in results] == ["complete", "failed"]
+    assert "checksum mismatch" in (results[1].error or "")
+    assert not (tmp_path / "bad.bin").exists() and not (tmp_path / "bad.bin.part").exists()
+    # An existing file that fails its checksum is fetched again.
+    (tmp_path / "ok.bin").write_bytes(b"corrupt")
+    again = await Downloader(tmp_path, progress=False).download([ok])
+    assert again.complete and (tmp_path / "ok.bin").read_bytes() == body
+
+
+async def test_redirects_name_from_original_url(server: FaultServer, tmp_path: Path) -> None:
+    server.add("/real/target.bin", b"payload")
+    hop = server.add("/hop", redirect="/real/target.bin")
+    url = server.add("/asked-for.bin", redirect=hop)
+    loop = server.add("/loop", redirect="/loop")
+    evil = server.add("/evil", redirect="file:///etc/passwd")
+    results = await Downloader(tmp_path, progress=False, retries=0).download([url, loop, evil])
+    assert results[0].status == "complete" and results[0].path == "asked-for.bin"
+    assert (tmp_path / "asked-for.bin").read_bytes() == b"payload"
+    assert "redirect loop" in (results[1].error or "")
+    assert "non-HTTP" in (results[2].error or "")
+
+
+async def test_max_redirects(server: FaultServer, tmp_path: Path) -> None:
+    server.add("/end.bin", b"e")
+    for i in range(3):
+        server.add(f"/r{i}", redirect=f"/r{i + 1}" if i < 2 else "/end.bin")
+    ok = await Downloader(tmp_path / "a", progress=False, max_redirects=3).download(
+        [server.url("/r0")]
+    )
+    assert ok.complete
+    too_many = await Downloader(tmp_path / "b", progress=False, max_redirects=2).download(
+        [server.url("/r0")]
+    )
+    assert "too many redirects" in (too_many.failed[0].error or "")
+
+
+async def test_bytes_saved_as_served_no_decompression(server: FaultServer, tmp_path: Path) -> None:
+    raw = b"hello " * 10_000
+    url = server.add("/page.txt", raw, gzip=True)
+    results = await Downloader(tmp_path, progress=False).download([url])
+    assert results.complete
+    saved = (tmp_path / "page.txt").read_bytes()
+    assert saved[:2] == b"\x1f\x8b" and len(saved) < len(raw)  # the gzip bytes, as curl -o
+    assert all(h.get("Accept-Encoding") == "identity" for _, _, h in server.request_log)
+
+
+async def test_headers_and_user_agent(server: FaultServer, tmp_path: Path) -> None:
+    url = server.add("/h.bin", b"h")
+    entry = Entry(url, headers={"X-Entry": "1"})
+    dl = Downloader(tmp_path, progress=False, headers={"X-Global": "g"}, user_agent="ua/1")
+    await dl.download([entry])
+    sent = server.request_log[0][2]
+    assert sent["X-Entry"] == "1" and sent["X-Global"] == "g" and sent["User-Agent"] == "ua/1"
+
+
+async def test_duplicate_and_colliding_names(server: FaultServer, tmp_path: Path) -> None:
+    a = server.add("/x/data.bin", b"A")
+    b = server.add("/y/data.bin", b"B")
+    results = await Downloader(tmp_path, progress=False).download([a, b, a])
+    assert [(r.path, r.status) for r in results] == [
+        ("data.bin", "complete"),
+        ("data.1.bin", "complete"),
+        ("data.bin", "skipped"),
+    ]
+    assert results[2].error == "duplicate of entry 1"
+    assert server.requests["/x/data.bin"] == 1
+    assert (tmp_path / "data.bin").read_bytes() == b"A"
+    assert (tmp_path / "data.1.bin").read_bytes() == b"B"
+
+
+async def test_on_progress_events(server: FaultServer, tmp_path: Path) -> None:
+    url = server.add("/p.bin", blob(100_000))
+    events: list[ProgressEvent] = []
+    await Downloader(tmp_path, progress=False, on_progress=events.append).download([url])
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "finish"
+    assert events[-1].status == "complete" and events[-1].done == 100_000
+
+
+async def test_session_reuse_and_given_session(server: FaultServer, tmp_path: Path) -> None:
+    import aiohttp
+
+    url = server.add("/s.bin", b"s")
+    async with Downloader(tmp_path / "a", progress=False) as dl:
+        first = await dl.download([url])
+        second = await dl.download([url], collect=True)
+    assert first.complete and second.skipped
+    async with aiohttp.ClientSession() as session:
+        res = await Downloader(tmp_path / "b", progress=False, session=session).download([url])
+        assert res.complete and not session.closed
+
+
+async def test_retry_only_the_failed(server: FaultServer, tmp_path: Path) -> None:
+    ok = server.add("/ok.bin", b"ok")
+    later = server.add("/later.bin", b"later", statuses=[404])
+    dl = Downloader(tmp_path, progress=False)
+    first = await dl.download([ok, later])
+    assert [r.status for r in first] == ["complete", "failed"]
+    again = await dl.retry(first)
+    assert [r.status for r in again] == ["complete", "complete"]
+    assert server.requests["/ok.bin"] == 1 and server.requests["/later.bin"] == 2
+
+
+def test_run_blocking_even_inside_a_running_loop(tmp_path: Path) -> None:
+    """run() from a thread whose loop is running (a notebook) still works."""
+    holder: dict[str, object] = {}
+
+    async def scenario() -> None:
+        srv = await FaultServer().start()
+        srv.add("/n.bin", b"nb")
+        done = threading.Event()
+
+        def blocking() -> None:
+            holder["results"] = Downloader(tmp_path, progress=False).run([srv.url("/n.bin")])
+            done.set()
+
+        # call run() right here, inside the running loop, from a worker thread
+        # so that the server (on this loop) keeps answering.
+        await asyncio.get_running_loop().run_in_executor(None, blocking)
+        await srv.stop()
+
+    asyncio.run(scenario())
+    assert holder["results"].complete  # type: ignore[attr-defined]
+
+
+async def test_invalid_entries_do_not_stop_others(server: FaultServer, tmp_path: Path) -> None:
+    url = server.add("/fine.bin", b"fine")
+    results = await Downloader(tmp_path, progress=False).download(
+        ["ftp://x/y", Entry(url, out="../escape"), url]
+    )
+    assert [r.status for r in results] == ["failed", "failed", "complete"]
+    assert results[0].error == "unsupported scheme 'ftp'" and results[0].path is None
+    assert "leaves the output directory" in (results[1].error or "")
+    assert not (tmp_path.parent / "escape").exists()
+
+
+@pytest.mark.parametrize("split", [1])
+async def test_large_file_streams(server: FaultServer, tmp_path: Path, split: int) -> None:
+    body = blob(8 * 1024 * 1024)
+    url = server.add("/large.bin", body)
+    results = await Downloader(tmp_path, progress=False, split=split).download([url])
+    assert results.complete
+    assert hashlib.sha256((tmp_path / "large.bin").read_bytes()).digest() == hashlib.sha256(
+        body
+    ).digest()

@@ -1,0 +1,244 @@
+"""The real program in a subprocess: exit statuses, files, report, stderr."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import random
+import signal
+import sys
+from pathlib import Path
+
+from .conftest import blob
+from .server import FaultServer
+
+ENV = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+
+
+async def run_cli(
+    *args: str, stdin: bytes | None = None, cwd: Path | None = None
+) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "downloader", *args,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=ENV, cwd=cwd,
+    )
+    out, err = await proc.communicate(stdin)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def report(root: Path) -> dict:  # type: ignore[type-arg]
+    return json.loads((root / ".downloader" / "report.json").read_text())
+
+
+async def test_all_complete_exit_0_and_quiet_is_silent(server: FaultServer, tmp_path: Path) -> None:
+    urls = [server.add(f"/f{i}.bin", blob(1000 + i, i)) for i in range(5)]
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join(urls) + "\n")
+    out = tmp_path / "out"
+    code, stdout, stderr = await run_cli(str(listing), "-o", str(out), "-q")
+    assert (code, stdout, stderr) == (0, "", "")
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == [f"f{i}.bin" for i in range(5)]
+    assert report(out)["summary"]["complete"] == 5
+
+
+async def test_failures_exit_1_with_reasons(server: FaultServer, tmp_path: Path) -> None:
+    good = server.add("/good.bin", b"good")
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# list\n{good}\n{server.url('/nope.bin')}\nftp://host/x\n")
+    out = tmp_path / "out"
+    extra = tmp_path / "r.json"
+    code, _, stderr = await run_cli("-i", str(listing), "-o", str(out), "--report", str(extra))
+    assert code == 1
+    assert "HTTP 404 Not Found" in stderr and "line 4: unsupported scheme 'ftp'" in stderr
+    assert "1 complete, 0 skipped, 2 failed" in stderr
+    assert (out / "good.bin").read_bytes() == b"good"
+    rep = report(out)
+    assert rep == json.loads(extra.read_text())
+    by_line = {e["line"]: e for e in rep["entries"]}
+    assert by_line[3]["status"] == "failed" and by_line[3]["path"] == "nope.bin"
+    assert by_line[4]["path"] is None and by_line[4]["attempts"] == 0
+    assert set(by_line[2]) == {"url", "path", "status", "bytes", "attempts", "error", "line"}
+
+
+async def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    code, _, err = await run_cli(str(tmp_path / "missing.txt"), "-o", str(tmp_path / "o"))
+    assert code == 2 and "cannot read URL list" in err and "missing.txt" in err
+    assert not (tmp_path / "o").exists()
+    code, _, err = await run_cli()
+    assert code == 2 and "no URL list" in err
+    code, _, err = await run_cli("-j", "0", "http://127.0.0.1:9/x")
+    assert code == 2 and "--jobs" in err
+    code, _, err = await run_cli("--limit-rate", "fast", "http://127.0.0.1:9/x")
+    assert code == 2 and "invalid rate" in err
+    code, _, err = await run_cli("--retry", "-o", str(tmp_path / "empty"))
+    assert code == 2 and "no recorded run" in err
+
+
+async def test_urls_as_arguments_and_stdin(server: FaultServer, tmp_path: Path) -> None:
+    a = server.add("/a.txt", b"A")
+    b = server.add("/b.txt", b"B")
+    code, _, _ = await run_cli(a, "-o", str(tmp_path / "args"), "--no-progress")
+    assert code == 0 and (tmp_path / "args" / "a.txt").read_bytes() == b"A"
+    code, _, _ = await run_cli("-", "-o", str(tmp_path / "stdin"), stdin=f"{b}\n".encode())
+    assert code == 0 and (tmp_path / "stdin" / "b.txt").read_bytes() == b"B"
+
+
+async def test_empty_list_writes_an_empty_report(tmp_path: Path) -> None:
+    listing = tmp_path / "empty.txt"
+    listing.write_text("# nothing\n\n")
+    code, _, _ = await run_cli(str(listing), "-o", str(tmp_path / "out"))
+    assert code == 0
+    assert report(tmp_path / "out")["entries"] == []
+
+
+async def test_retry_continues_the_recorded_run(server: FaultServer, tmp_path: Path) -> None:
+    ok = server.add("/ok.bin", b"ok")
+    flaky = server.add("/later.bin", blob(500_000), statuses=[404])
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{ok}\n{flaky}\n")
+    out = tmp_path / "out"
+    code, _, _ = await run_cli(str(listing), "-o", str(out))
+    assert code == 1
+    listing.unlink()  # --retry needs no list
+    code, _, err = await run_cli("--retry", "-o", str(out))
+    assert code == 0, err
+    assert server.requests == {"/ok.bin": 1, "/later.bin": 2}
+    rep = report(out)
+    assert [e["status"] for e in rep["entries"]] == ["complete", "complete"]
+    code, _, err = await run_cli("--retry", "-o", str(out))
+    assert code == 0 and "nothing to retry" in err
+
+
+async def wait_for(predicate, what: str) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(2000):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_sigint_saves_state_and_retry_resumes(server: FaultServer, tmp_path: Path) -> None:
+    from aiohttp import web
+
+    body = blob(3_000_000)
+    half = len(body) // 2
+    gate = asyncio.Event()
+    small = server.add("/small.bin", b"small")
+    never = server.add("/never.bin", b"n")
+    big = server.url("/big.bin")
+    orig = server._serve
+
+    async def serve(request: web.Request, path: str) -> web.StreamResponse:
+        if path != "/big.bin":
+            return await orig(request, path)
+        headers = {"ETag": '"v1"', "Accept-Ranges": "bytes"}
+        start = 0
+        rng = request.headers.get("Range")
+        if rng and request.headers.get("If-Range") == '"v1"':
+            start = int(rng[6:].split("-")[0])
+            headers["Content-Range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"
+        resp = web.StreamResponse(status=206 if start else 200, headers=headers)
+        resp.content_length = len(body) - start
+        await resp.prepare(request)
+        if start:
+            await resp.write(body[start:])
+            await resp.write_eof()
+        else:  # half the body, then hold the connection open
+            await resp.write(body[:half])
+            await gate.wait()
+        return resp
+
+    server._serve = serve  # type: ignore[method-assign]
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{small}\n{big}\n{never}\n")
+    out = tmp_path / "out"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "downloader", str(listing), "-o", str(out), "-j", "1",
+        stderr=asyncio.subprocess.PIPE, env=ENV,
+    )
+    part = out / "big.bin.part"
+    # bytes reach the disk when the writer's 1 MiB buffer first fills
+    await wait_for(lambda: part.exists() and part.stat().st_size > 0, "big.bin.part")
+    proc.send_signal(signal.SIGINT)
+    _, err = await proc.communicate()
+    gate.set()
+    assert proc.returncode == 130, err
+    assert b"--retry" in err
+    kept = part.stat().st_size
+    assert not (out / "big.bin").exists() and 0 < kept <= half
+    assert part.read_bytes() == body[:kept]
+    assert not (out / "never.bin").exists()
+    rep = report(out)
+    assert [e["status"] for e in rep["entries"]] == ["complete", "failed", "failed"]
+    assert rep["entries"][1]["error"] == "interrupted"
+    assert rep["summary"]["interrupted"] is True
+
+    code, _, err = await run_cli("--retry", "-o", str(out))
+    assert code == 0, err
+    assert (out / "big.bin").read_bytes() == body
+    ranges = [h.get("Range") for _, p, h in server.request_log if p == "/big.bin"]
+    assert ranges == [None, f"bytes={kept}-"]
+    assert [e["status"] for e in report(out)["entries"]] == ["complete", "complete", "complete"]
+    assert server.requests["/small.bin"] == 1
+
+
+async def test_kill_9_never_leaves_a_bad_final_file(server: FaultServer, tmp_path: Path) -> None:
+    bodies = {f"/k{i}.bin": blob(20_000 + 3_000 * i, i) for i in range(100)}
+    for path, body in bodies.items():
+        server.add(path, body, slow=0.3)
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join(server.url(p) for p in bodies) + "\n")
+    digests = {p[1:]: hashlib.sha256(b).hexdigest() for p, b in bodies.items()}
+    out = tmp_path / "out"
+    rng = random.Random(7)
+
+    def check_finals() -> int:
+        n = 0
+        for name, digest in digests.items():
+            f = out / name
+            if f.exists():
+                assert hashlib.sha256(f.read_bytes()).hexdigest() == digest, name
+                n += 1
+        return n
+
+    first = True
+    for _ in range(5):
+        args = ["--retry", "-o", str(out)] if not first else [str(listing), "-o", str(out)]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "downloader", *args, "-q",
+            stderr=asyncio.subprocess.DEVNULL, env=ENV,
+        )
+        await asyncio.sleep(rng.uniform(0.3, 1.0))  # a random moment, not a synchronisation
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        await proc.wait()
+        if (out / ".downloader" / "run.json").exists():
+            first = False
+        check_finals()
+    code, _, err = await run_cli("--retry", "-o", str(out)) if not first else await run_cli(
+        str(listing), "-o", str(out)
+    )
+    assert code == 0, err
+    assert check_finals() == 100
+    assert not list(out.glob("*.part"))
+
+
+async def test_demo_runs_offline(tmp_path: Path) -> None:
+    code, _, err = await run_cli("--demo", "-o", str(tmp_path / "demo"))
+    assert code == 1
+    assert "missing.bin" in err and "expected" in err
+    assert (tmp_path / "demo" / "models" / "weights.bin").stat().st_size == 8 * 1024 * 1024
+    assert report(tmp_path / "demo")["summary"]["complete"] == 7
+
+
+async def test_version_and_help() -> None:
+    code, out, _ = await run_cli("--version")
+    assert code == 0 and out.startswith("downloader ")
+    code, out, _ = await run_cli("--help")
+    assert code == 0 and "--retry" in out and "--split" in out

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .client import Downloader  # noqa: E402
-from .errors import (  # noqa: E402
+from .client import Downloader
+from .errors import (
     ChecksumMismatch,
     DownloaderError,
     DownloadError,
@@ -17,9 +17,9 @@ from .errors import (  # noqa: E402
     NoRunError,
     UnsafeNameError,
 )
-from .models import Entry, Record, Results  # noqa: E402
-from .progress import ProgressEvent  # noqa: E402
-from .urllist import load_list  # noqa: E402
+from .models import Entry, Record, Results
+from .progress import ProgressEvent
+from .urllist import load_list
 
 __all__ = [
     "ChecksumMismatch",

@@ -81,44 +81,104 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL_LIST | URL",
         help="a URL list file (- for standard input), or URLs starting http:// or https://",
     )
-    p.add_argument("-i", "--input-file", action="append", default=[], metavar="URL_LIST",
-                   help="read URLs from this list (as wget and aria2c spell it)")
-    p.add_argument("-o", "--output-dir", metavar="DIR",
-                   help="where files go, created if missing (default: .)")
-    p.add_argument("-j", "--jobs", type=_positive, default=8, metavar="N",
-                   help="files downloaded at once (default: 8)")
-    p.add_argument("--per-host", type=_positive, metavar="N",
-                   help="requests in flight to one host at once (default: no extra limit)")
-    p.add_argument("--split", type=_positive, default=DEFAULT_SPLIT, metavar="N",
-                   help=f"connections for one large file (default: {DEFAULT_SPLIT})")
-    p.add_argument("--retries", type=_count, default=5, metavar="N",
-                   help="extra attempts after a transient failure (default: 5)")
-    p.add_argument("--timeout", type=_seconds, default=30.0, metavar="SECONDS",
-                   help="connect timeout and longest wait with no data (default: 30)")
-    p.add_argument("--limit-rate", type=_rate, metavar="RATE",
-                   help="overall byte-rate cap: 500K, 2M, 1G (powers of 1024)")
-    p.add_argument("-H", "--header", type=_header, action="append", default=[],
-                   metavar="'Name: value'", help="extra request header, repeatable")
-    p.add_argument("--user-agent", metavar="STRING",
-                   help=f"User-Agent header (default: downloader/{__version__})")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace existing files instead of skipping them")
-    p.add_argument("--no-resume", action="store_true",
-                   help="restart partial (.part) files from byte 0")
-    p.add_argument("--content-disposition", action="store_true",
-                   help="name files from the server's Content-Disposition header")
-    p.add_argument("--insecure", action="store_true",
-                   help="skip TLS certificate verification")
-    p.add_argument("--max-redirects", type=_count, default=10, metavar="N",
-                   help="redirects followed at most (default: 10)")
+    p.add_argument(
+        "-i",
+        "--input-file",
+        action="append",
+        default=[],
+        metavar="URL_LIST",
+        help="read URLs from this list (as wget and aria2c spell it)",
+    )
+    p.add_argument(
+        "-o", "--output-dir", metavar="DIR", help="where files go, created if missing (default: .)"
+    )
+    p.add_argument(
+        "-j",
+        "--jobs",
+        type=_positive,
+        default=8,
+        metavar="N",
+        help="files downloaded at once (default: 8)",
+    )
+    p.add_argument(
+        "--per-host",
+        type=_positive,
+        metavar="N",
+        help="requests in flight to one host at once (default: no extra limit)",
+    )
+    p.add_argument(
+        "--split",
+        type=_positive,
+        default=DEFAULT_SPLIT,
+        metavar="N",
+        help=f"connections for one large file (default: {DEFAULT_SPLIT})",
+    )
+    p.add_argument(
+        "--retries",
+        type=_count,
+        default=5,
+        metavar="N",
+        help="extra attempts after a transient failure (default: 5)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="connect timeout and longest wait with no data (default: 30)",
+    )
+    p.add_argument(
+        "--limit-rate",
+        type=_rate,
+        metavar="RATE",
+        help="overall byte-rate cap: 500K, 2M, 1G (powers of 1024)",
+    )
+    p.add_argument(
+        "-H",
+        "--header",
+        type=_header,
+        action="append",
+        default=[],
+        metavar="'Name: value'",
+        help="extra request header, repeatable",
+    )
+    p.add_argument(
+        "--user-agent",
+        metavar="STRING",
+        help=f"User-Agent header (default: downloader/{__version__})",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace existing files instead of skipping them"
+    )
+    p.add_argument(
+        "--no-resume", action="store_true", help="restart partial (.part) files from byte 0"
+    )
+    p.add_argument(
+        "--content-disposition",
+        action="store_true",
+        help="name files from the server's Content-Disposition header",
+    )
+    p.add_argument("--insecure", action="store_true", help="skip TLS certificate verification")
+    p.add_argument(
+        "--max-redirects",
+        type=_count,
+        default=10,
+        metavar="N",
+        help="redirects followed at most (default: 10)",
+    )
     p.add_argument("--report", metavar="PATH", help="also write the JSON report here")
-    p.add_argument("-q", "--quiet", action="store_true",
-                   help="only errors and the final failure list")
+    p.add_argument(
+        "-q", "--quiet", action="store_true", help="only errors and the final failure list"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--retry", action="store_true",
-                   help="continue the last run recorded in the output directory")
-    p.add_argument("--demo", action="store_true",
-                   help="offline demonstration against a built-in local server")
+    p.add_argument(
+        "--retry",
+        action="store_true",
+        help="continue the last run recorded in the output directory",
+    )
+    p.add_argument(
+        "--demo", action="store_true", help="offline demonstration against a built-in local server"
+    )
     p.add_argument("--version", action="version", version=f"downloader {__version__}")
     return p
 
@@ -146,7 +206,9 @@ def _say(message: str) -> None:
     print(f"downloader: {message}", file=sys.stderr, flush=True)
 
 
-async def _run(args: argparse.Namespace, dl: Downloader, entries: Iterator[Entry] | None) -> Results:
+async def _run(
+    args: argparse.Namespace, dl: Downloader, entries: Iterator[Entry] | None
+) -> Results:
     loop = asyncio.get_running_loop()
     hits = 0
 

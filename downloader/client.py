@@ -106,14 +106,12 @@ class Downloader:
         s = self.settings
         connector = aiohttp.TCPConnector(
             limit=s.jobs * s.split,
-            ssl=False if s.insecure else True,
+            ssl=not s.insecure,
             ttl_dns_cache=300,
         )
         return aiohttp.ClientSession(
             connector=connector,
-            timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=s.timeout, sock_read=s.timeout
-            ),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=s.timeout, sock_read=s.timeout),
             trust_env=True,
             auto_decompress=False,
             read_bufsize=2**20,
@@ -291,7 +289,7 @@ class Downloader:
                 outcome = transfer._fail(DownloadError("interrupted"))
                 self._note(state, progress, job, outcome, key, act)
                 raise
-            except Exception as exc:  # noqa: BLE001 - a bug must not stop the others
+            except Exception as exc:
                 outcome = Outcome("failed", 0, transfer.attempts, f"internal error: {exc!r}")
             self._note(state, progress, job, outcome, key, act)
 

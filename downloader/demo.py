@@ -81,7 +81,7 @@ class DemoServer:
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
-        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+        sockets = getattr(site._server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1]
         return f"http://127.0.0.1:{self.port}/files/"
 

@@ -6,6 +6,7 @@ the same file; two entries never share a file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
@@ -18,7 +19,7 @@ from .errors import UnsafeNameError
 #: room for ``.part`` and a de-duplication suffix.
 MAX_NAME_BYTES = 240
 _MAX_EXT_BYTES = 24
-_UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:]')
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:]")
 _RESERVED = frozenset(
     ["CON", "PRN", "AUX", "NUL"]
     + [f"COM{i}" for i in range(1, 10)]
@@ -152,10 +153,8 @@ def target(root: Path, relpath: str, *, create: bool = True) -> Path:
         except FileNotFoundError:
             if not create:
                 return root.joinpath(*parts)
-            try:
+            with contextlib.suppress(FileExistsError):
                 os.mkdir(current)
-            except FileExistsError:
-                pass
             continue
         if stat.S_ISLNK(st.st_mode):
             raise UnsafeNameError(f"{'/'.join(parts[:depth])} is a symlink; not followed")

@@ -39,7 +39,7 @@ class ProgressEvent:
 class Activity:
     """One transfer's live counters; ``done`` is the only field the hot path writes."""
 
-    __slots__ = ("url", "path", "done", "total", "bar", "shown", "started")
+    __slots__ = ("bar", "done", "path", "shown", "started", "total", "url")
 
     def __init__(self, url: str, path: str | None) -> None:
         self.url = url

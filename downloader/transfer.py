@@ -179,7 +179,7 @@ class Transfer:
                 return self._finish(final, part)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - every failure becomes a reason
+            except Exception as exc:
                 err = as_download_error(exc, settings.timeout)
             if isinstance(err, LocalFileError):
                 return self._fail(err)
@@ -320,7 +320,7 @@ class Transfer:
             headers=headers,
             max_redirects=settings.max_redirects + 1,
             auto_decompress=False,
-            ssl=False if settings.insecure else True,
+            ssl=not settings.insecure,
         ) as resp:
             status = resp.status
             if offset and status == 416:
@@ -331,9 +331,11 @@ class Transfer:
                     status, resp.reason or "", parse_retry_after(resp.headers.get("Retry-After"))
                 )
             if settings.content_disposition:
-                self.cd_name = server_name(resp.content_disposition.filename) if (
-                    resp.content_disposition
-                ) else None
+                self.cd_name = (
+                    server_name(resp.content_disposition.filename)
+                    if (resp.content_disposition)
+                    else None
+                )
             if status == 206:
                 total = self._check_partial(resp, offset)
             else:

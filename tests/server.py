@@ -121,8 +121,10 @@ class FaultServer:
         rng = request.headers.get("Range", "")
         if rng.startswith("bytes=") and not b.ignore_range:
             if_range = request.headers.get("If-Range")
-            if if_range is None or if_range == headers.get("ETag") or if_range == headers.get(
-                "Last-Modified"
+            if (
+                if_range is None
+                or if_range == headers.get("ETag")
+                or if_range == headers.get("Last-Modified")
             ):
                 first = int(rng[6:].split("-")[0])
                 if first >= len(body):

@@ -22,9 +22,15 @@ async def run_cli(
     *args: str, stdin: bytes | None = None, cwd: Path | None = None
 ) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "downloader", *args,
+        sys.executable,
+        "-m",
+        "downloader",
+        *args,
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=ENV, cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=ENV,
+        cwd=cwd,
     )
     out, err = await proc.communicate(stdin)
     assert proc.returncode is not None
@@ -158,8 +164,16 @@ async def test_sigint_saves_state_and_retry_resumes(server: FaultServer, tmp_pat
     listing.write_text(f"{small}\n{big}\n{never}\n")
     out = tmp_path / "out"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "downloader", str(listing), "-o", str(out), "-j", "1",
-        stderr=asyncio.subprocess.PIPE, env=ENV,
+        sys.executable,
+        "-m",
+        "downloader",
+        str(listing),
+        "-o",
+        str(out),
+        "-j",
+        "1",
+        stderr=asyncio.subprocess.PIPE,
+        env=ENV,
     )
     part = out / "big.bin.part"
     # bytes reach the disk when the writer's 1 MiB buffer first fills
@@ -210,8 +224,13 @@ async def test_kill_9_never_leaves_a_bad_final_file(server: FaultServer, tmp_pat
     for _ in range(5):
         args = ["--retry", "-o", str(out)] if not first else [str(listing), "-o", str(out)]
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "downloader", *args, "-q",
-            stderr=asyncio.subprocess.DEVNULL, env=ENV,
+            sys.executable,
+            "-m",
+            "downloader",
+            *args,
+            "-q",
+            stderr=asyncio.subprocess.DEVNULL,
+            env=ENV,
         )
         await asyncio.sleep(rng.uniform(0.3, 1.0))  # a random moment, not a synchronisation
         if proc.returncode is None:
@@ -221,8 +240,10 @@ async def test_kill_9_never_leaves_a_bad_final_file(server: FaultServer, tmp_pat
         if (out / ".downloader" / "run.json").exists():
             first = False
         check_finals()
-    code, _, err = await run_cli("--retry", "-o", str(out)) if not first else await run_cli(
-        str(listing), "-o", str(out)
+    code, _, err = (
+        await run_cli("--retry", "-o", str(out))
+        if not first
+        else await run_cli(str(listing), "-o", str(out))
     )
     assert code == 0, err
     assert check_finals() == 100

@@ -298,6 +298,7 @@ async def test_large_file_streams(server: FaultServer, tmp_path: Path, split: in
     url = server.add("/large.bin", body)
     results = await Downloader(tmp_path, progress=False, split=split).download([url])
     assert results.complete
-    assert hashlib.sha256((tmp_path / "large.bin").read_bytes()).digest() == hashlib.sha256(
-        body
-    ).digest()
+    assert (
+        hashlib.sha256((tmp_path / "large.bin").read_bytes()).digest()
+        == hashlib.sha256(body).digest()
+    )

@@ -84,7 +84,9 @@ def test_target_refuses_symlinked_folders(tmp_path: Path) -> None:
 def test_clean_component_property(raw: str) -> None:
     name = clean_component(raw)
     assert name and name not in (".", "..")
-    assert not any(c in name for c in "/\\:") and all(ord(c) >= 0x20 and ord(c) != 0x7F for c in name)
+    assert not any(c in name for c in "/\\:") and all(
+        ord(c) >= 0x20 and ord(c) != 0x7F for c in name
+    )
     assert len(name.encode("utf-8")) <= MAX_NAME_BYTES
 
 

@@ -102,7 +102,7 @@ def test_parser_survives_any_bytes(raw: bytes) -> None:
         if entry.error is None:
             assert entry.url.lower().startswith(("http://", "https://"))
         else:
-            assert entry.error.startswith(f"line ") and len(entry.error) < 400
+            assert entry.error.startswith("line ") and len(entry.error) < 400
 
 
 @settings(max_examples=300, deadline=None)
@@ -110,8 +110,18 @@ def test_parser_survives_any_bytes(raw: bytes) -> None:
     st.lists(
         st.one_of(
             st.text(max_size=60),
-            st.sampled_from(["http://h/a", "https://h/b\thttp://m/b", "  out=x", "  out=../x",
-                             "  checksum=md5=" + "0" * 32, "# c", "", "\t header=A: b"]),
+            st.sampled_from(
+                [
+                    "http://h/a",
+                    "https://h/b\thttp://m/b",
+                    "  out=x",
+                    "  out=../x",
+                    "  checksum=md5=" + "0" * 32,
+                    "# c",
+                    "",
+                    "\t header=A: b",
+                ]
+            ),
         ),
         max_size=30,
     )

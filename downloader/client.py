@@ -112,7 +112,7 @@ class Downloader:
         return aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=s.timeout, sock_read=s.timeout),
-            trust_env=True,
+            trust_env=False,  # proxies from the environment: see EnvProxies
             auto_decompress=False,
             read_bufsize=2**20,
             cookie_jar=aiohttp.DummyCookieJar(),

@@ -78,6 +78,8 @@ def as_download_error(exc: BaseException, timeout: float) -> DownloadError:
         return DownloadError(f"TLS certificate verification failed: {exc.certificate_error}")
     if isinstance(exc, aiohttp.ClientSSLError):
         return DownloadError(f"TLS error: {exc}")
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):
+        return ConnectionFailed(f"cannot connect to the proxy {exc.host}:{exc.port}")
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return ConnectionFailed(f"DNS lookup failed for {exc.host}")
     if isinstance(exc, aiohttp.ClientConnectorError):

@@ -6,6 +6,7 @@ A bad line never stops the parse: it turns its entry into an invalid
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ ALGORITHMS = {
 }
 _HEX_DIGITS = {"sha256": 64, "sha512": 128, "sha1": 40, "md5": 32}
 _OPTIONS = ("out", "checksum", "header")
+_BAD_URL_CHARS = re.compile(r"[\s\x00-\x1f\x7f]")
 
 
 def _show(text: str, limit: int = 80) -> str:
@@ -58,7 +60,7 @@ def url_problem(url: str) -> str | None:
     """Why ``url`` cannot be fetched, or None when it can."""
     if not url:
         return "empty URL"
-    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+    if _BAD_URL_CHARS.search(url):
         return f"invalid URL {_show(url)}: contains white space or control characters"
     scheme, sep, _ = url.partition("://")
     if not sep or not scheme:

@@ -22,7 +22,7 @@ from .progress import Mode, Progress, ProgressEvent
 from .ratelimit import RateLimiter
 from .retry import RetryPolicy
 from .scheduler import run_window
-from .state import SECRET_HEADERS, RunState, redact_url
+from .state import SECRET_HEADERS, RunState, redact_text, redact_url
 from .transfer import Context, HostLimits, Job, Outcome, Transfer
 from .urllist import entries_from, parse_checksum
 
@@ -345,7 +345,7 @@ class Downloader:
             status=outcome.status,
             bytes=outcome.bytes,
             attempts=outcome.attempts,
-            error=outcome.error,
+            error=redact_text(outcome.error) if outcome.error else None,
             line=job.line,
             index=job.index,
         )

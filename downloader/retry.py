@@ -94,7 +94,7 @@ def as_download_error(exc: BaseException, timeout: float) -> DownloadError:
     if isinstance(exc, aiohttp.InvalidURL):
         return DownloadError(f"invalid URL: {exc}")
     if isinstance(exc, aiohttp.ClientResponseError):
-        return ConnectionFailed(f"bad response: {exc.message}")
+        return ConnectionFailed(f"invalid response from the server: {_first_line(exc.message)}")
     if isinstance(exc, aiohttp.ClientError):
         return ConnectionFailed(f"{type(exc).__name__}: {_first_line(exc)}")
     if isinstance(exc, OSError):
@@ -102,9 +102,9 @@ def as_download_error(exc: BaseException, timeout: float) -> DownloadError:
     return DownloadError(f"{type(exc).__name__}: {_first_line(exc)}")
 
 
-def _first_line(exc: BaseException) -> str:
+def _first_line(exc: BaseException | str) -> str:
     text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
+    return text[0].strip()[:200] if text else type(exc).__name__
 
 
 def _scheme_of(url: str) -> str:

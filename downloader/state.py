@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import time
 from array import array
 from collections.abc import Iterator
@@ -84,6 +85,14 @@ def redact_url(url: str) -> str:
     if "@" not in authority:
         return url
     return f"{scheme}://***@{authority.rpartition('@')[2]}{slash}{tail}"
+
+
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
+
+
+def redact_text(text: str) -> str:
+    """Any ``scheme://user:password@`` inside a message, redacted."""
+    return _USERINFO.sub(r"\1***@", text) if "@" in text else text
 
 
 class RunState:
@@ -176,6 +185,8 @@ class RunState:
         path: str | None = None,
     ) -> None:
         """Note an entry's outcome in memory and in the journal, at once."""
+        if error is not None:
+            error = redact_text(error)
         self.ledger.set(i, status, nbytes, attempts, error)
         line: dict[str, Any] = {"i": i, "s": status, "b": nbytes, "a": attempts, "e": error}
         if path is not None:

@@ -31,6 +31,7 @@ ALGORITHMS = {
 }
 _HEX_DIGITS = {"sha256": 64, "sha512": 128, "sha1": 40, "md5": 32}
 _OPTIONS = ("out", "checksum", "header")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 _BAD_URL_CHARS = re.compile(r"[\s\x00-\x1f\x7f]")
 
 
@@ -62,11 +63,14 @@ def url_problem(url: str) -> str | None:
         return "empty URL"
     if _BAD_URL_CHARS.search(url):
         return f"invalid URL {_show(url)}: contains white space or control characters"
-    scheme, sep, _ = url.partition("://")
-    if not sep or not scheme:
+    match = _SCHEME.match(url)
+    if not match:
         return f"invalid URL {_show(url)}: no scheme (expected http:// or https://)"
-    if scheme.lower() not in ("http", "https"):
-        return f"unsupported scheme {scheme.lower()!r}"
+    scheme = match.group(1).lower()
+    if scheme not in ("http", "https"):
+        return f"unsupported scheme {scheme!r}"
+    if not url[match.end() :].startswith("//"):
+        return f"invalid URL {_show(url)}: expected {scheme}://host/..."
     try:
         parsed = URL(url)
         host = parsed.host

@@ -43,6 +43,10 @@ class Behaviour:
     content_disposition: str | None = None
     #: release the body only once this event is set.
     gate: asyncio.Event | None = None
+    #: answer 401 unless the request carries exactly this Authorization.
+    auth: str | None = None
+    #: bytes written straight to the socket instead of a normal response.
+    raw: bytes | None = None
 
 
 class FaultServer:
@@ -80,7 +84,9 @@ class FaultServer:
             await self.runner.cleanup()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        path = request.path
+        path = request.raw_path.split("?", 1)[0]
+        if "://" in path:  # absolute form: we are being used as a proxy
+            path = "/" + path.split("://", 1)[1].partition("/")[2]
         self.requests[path] = self.requests.get(path, 0) + 1
         self.request_log.append((time.monotonic(), path, dict(request.headers)))
         self.in_flight += 1
@@ -97,6 +103,13 @@ class FaultServer:
             return web.Response(status=404, text="no such file")
         if b.delay:
             await asyncio.sleep(b.delay)
+        if b.auth is not None and request.headers.get("Authorization") != b.auth:
+            return web.Response(status=401, text="who are you")
+        if b.raw is not None:
+            assert request.transport is not None
+            request.transport.write(b.raw)
+            request.transport.close()
+            return web.Response()
         if b.statuses:
             status = b.statuses.pop(0)
             headers = {"Retry-After": b.retry_after} if b.retry_after else {}

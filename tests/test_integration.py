@@ -302,3 +302,22 @@ async def test_large_file_streams(server: FaultServer, tmp_path: Path, split: in
         hashlib.sha256((tmp_path / "large.bin").read_bytes()).digest()
         == hashlib.sha256(body).digest()
     )
+
+
+async def test_proxy_from_environment(
+    server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.add("/via-proxy.bin", b"proxied")
+    monkeypatch.setenv("HTTP_PROXY", server.base)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    # the host does not exist: only the proxy (our server) can answer
+    results = await Downloader(tmp_path, progress=False, retries=0).download(
+        ["http://files.invalid/via-proxy.bin"]
+    )
+    assert results.complete and (tmp_path / "via-proxy.bin").read_bytes() == b"proxied"
+    monkeypatch.setenv("NO_PROXY", "files.invalid")
+    direct = await Downloader(tmp_path / "b", progress=False, retries=0).download(
+        ["http://files.invalid/via-proxy.bin"]
+    )
+    assert direct.failed  # bypassed the proxy, and the host does not resolve

@@ -1,0 +1,192 @@
+"""A hostile server and a hostile list: nothing escapes the output directory,
+no secret reaches a file or the terminal, every entry ends with a reason."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from pathlib import Path
+
+from downloader import Downloader
+
+from .server import FaultServer
+from .test_cli import run_cli
+
+SECRET = "s3cr3t-Pa55"
+TOKEN = "TOPSECRET-TOKEN"
+
+
+def snapshot(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+async def test_hostile_list_against_hostile_server(server: FaultServer, tmp_path: Path) -> None:
+    sandbox = tmp_path / "sandbox"
+    out = sandbox / "out"
+    outside = sandbox / "outside"
+    outside.mkdir(parents=True)
+    (outside / "victim.txt").write_text("do not touch")
+    out.mkdir()
+    os.symlink(outside, out / "link")  # a planted folder symlink
+    os.symlink(outside / "victim.txt", out / "planted.bin")  # a planted file symlink
+    base = server.base
+    port = base.rsplit(":", 1)[1]
+    basic = "Basic " + base64.b64encode(f"user:{SECRET}".encode()).decode()
+    s = server.add
+    s("/cd-traversal", b"cd1", content_disposition='attachment; filename="../../cd-escape.txt"')
+    s("/cd-star", b"cd2", content_disposition="attachment; filename*=UTF-8''..%2F..%2Fcd2.txt")
+    s("/cd-abs", b"cd3", content_disposition='attachment; filename="/etc/passwd"')
+    s("/cd-ctl", b"cd4", content_disposition='attachment; filename="a\\x01b:c.txt"')
+    s("/..%2F..%2Furl-escape.txt", b"u1")
+    s("/%2e%2e", b"u2")
+    s("/to-file", redirect="file:///etc/passwd")
+    s("/to-ftp", redirect="ftp://127.0.0.1/x")
+    s("/loop", redirect="/loop")
+    s("/gz.txt", b"z" * 5000, gzip=True)
+    s("/auth.bin", b"authorised", auth=basic)
+    s("/cross", redirect=f"http://localhost:{port}/landing.bin")
+    s("/landing.bin", b"landed")
+    s("/CON", b"reserved")
+    s("/" + "n" * 300 + ".bin", b"long")
+    s("/caf%C3%A9-%E2%98%83.txt", b"unicode")
+    s("/a%01b.txt", b"ctl")
+    s("/planted.bin", b"would clobber the victim")
+    s("/via-link.bin", b"via link")
+    s("/longer.bin", raw=b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n0123456789ABCDEF")
+    s("/err.bin", statuses=[500] * 10)
+    s("/secret-header.bin", b"hdr")
+
+    lines = [
+        f"{base}/ok-but-missing\n  out=../escape.txt",
+        f"{base}/x\n  out=/etc/passwd",
+        f"{base}/x\n  out=sub/../../escape2.txt",
+        f"{base}/x\n  out=C:\\evil.txt",
+        f"{base}/x\n  out=..",
+        f"{base}/via-link.bin\n  out=link/through.bin",
+        f"{base}/cd-traversal",
+        f"{base}/cd-star",
+        f"{base}/cd-abs",
+        f"{base}/cd-ctl",
+        f"{base}/..%2F..%2Furl-escape.txt",
+        f"{base}/%2e%2e",
+        f"{base}/to-file",
+        f"{base}/to-ftp",
+        f"{base}/loop",
+        f"{base}/gz.txt",
+        f"http://user:{SECRET}@127.0.0.1:{port}/auth.bin",
+        f"{base}/cross\n  header=Authorization: Bearer {TOKEN}",
+        f"{base}/CON",
+        f"{base}/" + "n" * 300 + ".bin",
+        f"{base}/caf%C3%A9-%E2%98%83.txt",
+        f"{base}/a%01b.txt",
+        f"{base}/planted.bin",
+        f"{base}/longer.bin",
+        f"{base}/err.bin",
+        f"{base}/secret-header.bin\n  header=Cookie: session={TOKEN}",
+        "file:///etc/passwd",
+        "data:text/plain,hi",
+        "javascript:alert(1)",
+        f"http://user:{SECRET}@127.0.0.1:99999999/bad-port",
+        f"{base}/x\n  checksum=sha-256=zz",
+        f"{base}/x\n  evil=1",
+        "\x00\x01garbage",
+    ]
+    listing = sandbox / "list.txt"
+    listing.write_text("\n".join(lines) + "\n")
+    before = snapshot(sandbox)
+    code, stdout, stderr = await run_cli(
+        str(listing),
+        "-o",
+        str(out),
+        "--content-disposition",
+        "--retries",
+        "1",
+        "--timeout",
+        "5",
+        "--no-progress",
+    )
+    assert code == 1, stderr
+    assert "Traceback" not in stderr
+    # nothing new outside the output directory
+    new = snapshot(sandbox) - before
+    assert all(p.startswith("out/") or p == "out" for p in new), sorted(new)
+    assert (outside / "victim.txt").read_text() == "do not touch"
+    assert os.listdir(outside) == ["victim.txt"]
+    # no secret anywhere the tool writes or prints
+    for path in (out / ".downloader").rglob("*"):
+        if path.is_file():
+            text = path.read_text(errors="replace")
+            assert SECRET not in text and TOKEN not in text, path
+    assert SECRET not in stderr + stdout and TOKEN not in stderr + stdout
+
+    report = json.loads((out / ".downloader" / "report.json").read_text())
+    by_line = {e["line"]: e for e in report["entries"]}
+    for e in report["entries"]:
+        assert e["status"] in ("complete", "skipped", "failed")
+        if e["status"] == "failed":
+            assert e["error"], e
+        if e["path"] is not None:
+            assert not e["path"].startswith("/") and ".." not in e["path"].split("/")
+            assert len(e["path"].split("/")[-1].encode()) <= 240
+
+    def entry(url_part: str) -> dict:  # type: ignore[type-arg]
+        return next(e for e in report["entries"] if url_part in e["url"])
+
+    assert entry("/to-file")["status"] == "failed" and "non-HTTP" in entry("/to-file")["error"]
+    assert entry("/to-ftp")["status"] == "failed"
+    assert "redirect loop" in entry("/loop")["error"]
+    assert entry("/auth.bin")["status"] == "complete"
+    assert (out / "auth.bin").read_bytes() == b"authorised"
+    assert entry("/auth.bin")["url"] == f"http://***@127.0.0.1:{port}/auth.bin"
+    # Authorization was not sent on to another host after the redirect
+    landing = [h for _, p, h in server.request_log if p == "/landing.bin"]
+    assert landing and all("Authorization" not in h for h in landing)
+    assert (out / "cross").read_bytes() == b"landed"
+    assert (out / ".._.._cd-escape.txt").read_bytes() == b"cd1"
+    assert (out / ".._.._cd2.txt").read_bytes() == b"cd2"
+    assert "/" not in entry("/cd-abs")["path"] and "etc_passwd" in entry("/cd-abs")["path"]
+    assert (out / ".._.._url-escape.txt").read_bytes() == b"u1"
+    assert entry("/%2e%2e")["path"] == "__"  # (yarl normalises the request to "/")
+    assert (out / "_CON").read_bytes() == b"reserved"
+    assert (out / "gz.txt").read_bytes()[:2] == b"\x1f\x8b"
+    # more bytes than announced: an error, never a larger file
+    assert entry("/longer.bin")["status"] == "failed" and not (out / "longer.bin").exists()
+    assert "\n" not in entry("/longer.bin")["error"]
+    assert entry("/planted.bin")["status"] == "skipped"  # not written through the link
+    assert "symlink" in entry("/via-link.bin")["error"]
+    assert entry("/err.bin")["error"] == "HTTP 500 Internal Server Error"
+    for line in (1, 3, 5, 7, 9):
+        assert by_line[line]["status"] == "failed" and by_line[line]["path"] is None
+    assert by_line[line]["error"].startswith("line ")
+    schemes = [
+        e for e in report["entries"] if e["url"].startswith(("file:", "data:", "javascript:"))
+    ]
+    assert len(schemes) == 3 and all(e["status"] == "failed" for e in schemes)
+
+
+async def test_overwrite_replaces_a_planted_symlink_not_its_target(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    os.symlink(victim, out / "f.bin")
+    url = server.add("/f.bin", b"fresh")
+    results = await Downloader(out, progress=False, overwrite=True).download([url])
+    assert results.complete
+    assert victim.read_text() == "keep"
+    assert not (out / "f.bin").is_symlink() and (out / "f.bin").read_bytes() == b"fresh"
+
+
+async def test_part_symlink_is_not_followed(server: FaultServer, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    os.symlink(victim, out / "g.bin.part")
+    url = server.add("/g.bin", b"data")
+    results = await Downloader(out, progress=False).download([url])
+    assert results.complete and (out / "g.bin").read_bytes() == b"data"
+    assert victim.read_text() == "keep"

@@ -158,7 +158,7 @@ async def test_hostile_list_against_hostile_server(server: FaultServer, tmp_path
     assert entry("/err.bin")["error"] == "HTTP 500 Internal Server Error"
     for line in (1, 3, 5, 7, 9):
         assert by_line[line]["status"] == "failed" and by_line[line]["path"] is None
-    assert by_line[line]["error"].startswith("line ")
+        assert by_line[line]["error"].startswith(f"line {line + 1}: out=")
     schemes = [
         e for e in report["entries"] if e["url"].startswith(("file:", "data:", "javascript:"))
     ]

@@ -137,3 +137,11 @@ def test_sample_list_is_valid() -> None:
     assert entries and all(e.error is None for e in entries)
     assert any(e.mirrors for e in entries) and any(e.checksum for e in entries)
     assert any(e.out for e in entries)
+
+
+def test_megabyte_lines_and_nul_bytes() -> None:
+    raw = b"x" * 1_000_000 + b"\n\x00\x00\nhttp://ok/" + b"a" * 1_000_000 + b"\n"
+    garbage, nul, long_url = parse_lines(io.BytesIO(raw))
+    assert garbage.error is not None and len(garbage.error) < 300
+    assert nul.error is not None and nul.error.startswith("line 2: ")
+    assert long_url.error is None and long_url.line == 3

@@ -13,7 +13,7 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +38,7 @@ from .naming import numbered, server_name, target
 from .progress import Activity
 from .ratelimit import RateLimiter
 from .retry import RetryPolicy, as_download_error, parse_retry_after
+from .segments import Segmented, open_segmented, plan, splittable
 from .state import RunState, redact_url
 
 #: Python's buffered writer gathers the network's small reads into writes of
@@ -83,14 +84,36 @@ class HostLimits:
         self.limit = limit
         self._sems: dict[str, asyncio.Semaphore] = {}
 
-    def slot(self, url: str) -> AbstractAsyncContextManager[Any]:
-        if self.limit is None:
-            return nullcontext()
+    def _sem(self, url: str) -> asyncio.Semaphore:
         host = url.partition("://")[2].partition("/")[0].rpartition("@")[2].lower()
         sem = self._sems.get(host)
         if sem is None:
+            assert self.limit is not None
             sem = self._sems[host] = asyncio.Semaphore(self.limit)
         return sem
+
+    def slot(self, url: str) -> AbstractAsyncContextManager[Any]:
+        return nullcontext() if self.limit is None else self._sem(url)
+
+    async def acquire(self, url: str) -> Callable[[], None]:
+        """Take a slot; the returned function gives it back (once), so a
+        split download can hand its first connection's slot on early."""
+        if self.limit is None:
+            return _nothing
+        sem = self._sem(url)
+        await sem.acquire()
+        held = [True]
+
+        def release() -> None:
+            if held[0]:
+                held[0] = False
+                sem.release()
+
+        return release
+
+
+def _nothing() -> None:
+    return None
 
 
 class EnvProxies:
@@ -142,6 +165,18 @@ def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None
     return int(match.group(1)), int(match.group(2)), total
 
 
+def _segments_ok(meta: dict[str, Any], size: int) -> bool:
+    """A segment table read back from disk is used only if it is coherent."""
+    try:
+        segs = meta["segments"]
+        total = int(meta["total"])
+        return size == total and all(
+            isinstance(s, list) and len(s) == 3 and 0 <= s[0] <= s[2] <= s[1] <= total for s in segs
+        )
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
 def _strong_etag(etag: str | None) -> str | None:
     return etag if etag and not etag.startswith("W/") else None
 
@@ -171,6 +206,7 @@ class Transfer:
         self.attempts = 0
         self.meta: dict[str, Any] | None = None
         self.resumed = False
+        self.no_split = False
         self.cd_name: str | None = None
 
     # -- the entry ---------------------------------------------------------
@@ -199,8 +235,7 @@ class Transfer:
             tried.add(mirror)
             self.attempts += 1
             try:
-                async with self.ctx.hosts.slot(url):
-                    await self._attempt(url, part)
+                await self._attempt(url, part)
                 return self._finish(final, part)
             except asyncio.CancelledError:
                 raise
@@ -301,8 +336,8 @@ class Transfer:
 
     # -- one request -------------------------------------------------------
     def _resume_point(self, part: Path) -> int:
-        if not self.ctx.settings.resume:
-            return 0
+        """Bytes of ``part`` that can be continued (``--no-resume`` removed any
+        earlier part before the first attempt; later attempts continue their own)."""
         try:
             st = os.lstat(part)
         except FileNotFoundError:
@@ -319,6 +354,7 @@ class Transfer:
             and meta is not None
             and (meta.get("etag") or meta.get("last_modified") or meta.get("total") is not None)
             and (meta.get("total") is None or size <= meta["total"])
+            and ("segments" not in meta or _segments_ok(meta, size))
         )
         self.meta = meta
         if not usable or size == 0:
@@ -328,9 +364,22 @@ class Transfer:
 
     async def _attempt(self, url: str, part: Path) -> None:
         ctx = self.ctx
+        offset = self._resume_point(part)
+        if offset and self.meta is not None and self.meta.get("segments"):
+            await self._run_segments(url, part, None, _nothing, create=False)
+            return
+        release = await ctx.hosts.acquire(url)
+        try:
+            await self._request(url, part, offset, release)
+        finally:
+            release()
+
+    async def _request(
+        self, url: str, part: Path, offset: int, release: Callable[[], None]
+    ) -> None:
+        ctx = self.ctx
         job = self.job
         settings = ctx.settings
-        offset = self._resume_point(part)
         headers = dict(ctx.base_headers)
         headers.update(job.headers)
         meta = self.meta
@@ -371,6 +420,11 @@ class Transfer:
                 self.act.done = 0
                 total = resp.content_length
                 self._start_part(part, url, resp, total)
+                if not self.no_split and splittable(resp, total, settings.split):
+                    assert self.meta is not None and total is not None
+                    self.meta["segments"] = plan(total, settings.split)
+                    await self._run_segments(url, part, resp, release, create=True)
+                    return
             self.act.total = total
             hasher = None
             if job.checksum is not None:
@@ -384,6 +438,42 @@ class Transfer:
         if total is not None and size != total:
             raise TruncatedError(f"body ended after {size} of {total} bytes")
         if hasher is not None and job.checksum is not None:
+            self._verify(hasher.hexdigest())
+
+    async def _run_segments(
+        self,
+        url: str,
+        part: Path,
+        first: aiohttp.ClientResponse | None,
+        release: Callable[[], None],
+        *,
+        create: bool,
+    ) -> None:
+        meta = self.meta
+        assert meta is not None
+        total = int(meta["total"])
+        if create:
+            # The segment table reaches the disk before the (sparse) part
+            # does: a part of full length must never be taken for complete.
+            self.ctx.state.save_part(self.job.path, meta)
+            meta["saved"] = True
+        try:
+            fd = open_segmented(part, total, create)
+        except OSError as exc:
+            raise LocalFileError(f"cannot write {part.name}: {exc.strerror}") from exc
+        self.act.total = total
+        self.act.done = sum(s[2] - s[0] for s in meta["segments"])
+        try:
+            await Segmented(self, url, fd, meta).run(first, release)
+        except RestartNeeded:
+            self.no_split = True
+            raise
+        finally:
+            os.close(fd)
+        self.act.done = total
+        if self.job.checksum is not None:
+            hasher = await _hash_file(part, self.job.checksum[0])
+            self.resumed = not create
             self._verify(hasher.hexdigest())
 
     def _verify(self, digest: str) -> None:

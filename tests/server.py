@@ -130,7 +130,7 @@ class FaultServer:
             headers["Content-Encoding"] = "gzip"
         if b.content_disposition:
             headers["Content-Disposition"] = b.content_disposition
-        start, status = 0, 200
+        start, stop, status = 0, len(body), 200
         rng = request.headers.get("Range", "")
         if rng.startswith("bytes=") and not b.ignore_range:
             if_range = request.headers.get("If-Range")
@@ -139,14 +139,16 @@ class FaultServer:
                 or if_range == headers.get("ETag")
                 or if_range == headers.get("Last-Modified")
             ):
-                first = int(rng[6:].split("-")[0])
+                first_s, _, last_s = rng[6:].partition("-")
+                first = int(first_s)
+                last = min(int(last_s), len(body) - 1) if last_s else len(body) - 1
                 if first >= len(body):
                     return web.Response(
                         status=416, headers={"Content-Range": f"bytes */{len(body)}"}
                     )
-                start, status = first, 206
-                headers["Content-Range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"
-        payload = body[start:]
+                start, stop, status = first, last + 1, 206
+                headers["Content-Range"] = f"bytes {start}-{last}/{len(body)}"
+        payload = body[start:stop]
         announced = len(payload)
         cut = len(payload)
         if b.short_by and b.short_left > 0:

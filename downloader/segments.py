@@ -1,0 +1,231 @@
+"""``--split``: one file over several connections, each writing its byte range
+at its offset into the one ``NAME.part`` (no join step, no temporary files).
+
+The segment table lives in the part's metadata (``[start, end, done]`` each),
+saved every second and when a segment stops, so a crash resumes every segment
+where its bytes on disk end. ``done`` only moves after a write has returned,
+so the table never claims bytes that are not in the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from .config import MIN_SEGMENT
+from .errors import HTTPStatusError, RestartNeeded, TruncatedError
+from .retry import as_download_error, parse_retry_after
+
+if TYPE_CHECKING:
+    from .transfer import Transfer
+
+_FLUSH = 1024 * 1024
+_SAVE_EVERY = 1.0
+
+
+def plan(total: int, split: int) -> list[list[int]]:
+    """Equal segments, none smaller than MIN_SEGMENT; ``[start, end, done]``."""
+    n = max(1, min(split, total // MIN_SEGMENT))
+    size = total // n
+    bounds = [i * size for i in range(n)] + [total]
+    return [[bounds[i], bounds[i + 1], bounds[i]] for i in range(n)]
+
+
+def splittable(resp: aiohttp.ClientResponse, total: int | None, split: int) -> bool:
+    return (
+        split > 1
+        and total is not None
+        and total >= 2 * MIN_SEGMENT
+        and resp.headers.get("Accept-Ranges", "").strip().lower() == "bytes"
+        and "Content-Encoding" not in resp.headers
+    )
+
+
+class Segmented:
+    """Fetches the unfinished segments of one part, ``split`` at a time."""
+
+    def __init__(self, transfer: Transfer, url: str, fd: int, meta: dict[str, Any]) -> None:
+        self.t = transfer
+        self.url = url
+        self.fd = fd
+        self.meta = meta
+        self.segments: list[list[int]] = meta["segments"]
+
+    def _save(self) -> None:
+        self.t.ctx.state.save_part(self.t.job.path, self.meta)
+        self.meta["saved"] = True
+
+    async def run(
+        self, first: aiohttp.ClientResponse | None, release_first: Callable[[], None]
+    ) -> None:
+        """Fill every segment; ``first`` (a whole-body 200) serves segment 0,
+        then gives its host slot back (``release_first``) for the others."""
+        todo = [s for s in self.segments if s[2] < s[1]]
+        queue: asyncio.Queue[list[int]] = asyncio.Queue()
+        for seg in todo:
+            if not (first is not None and seg is self.segments[0]):
+                queue.put_nowait(seg)
+        workers = []
+        if first is not None and self.segments[0][2] < self.segments[0][1]:
+            workers.append(asyncio.ensure_future(self._first(first, release_first)))
+        else:
+            release_first()
+        n = max(1, self.t.ctx.settings.split - len(workers))
+        workers += [asyncio.ensure_future(self._worker(queue)) for _ in range(n)]
+        saver = asyncio.ensure_future(self._save_forever())
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            saver.cancel()
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, saver, return_exceptions=True)
+            self._save()
+        if any(s[2] < s[1] for s in self.segments):
+            raise TruncatedError("a segment ended early")
+
+    async def _first(self, resp: aiohttp.ClientResponse, release: Callable[[], None]) -> None:
+        try:
+            await self._pump(self.segments[0], resp)
+        finally:
+            release()
+
+    async def _save_forever(self) -> None:
+        while True:
+            await asyncio.sleep(_SAVE_EVERY)
+            self._save()
+
+    async def _worker(self, queue: asyncio.Queue[list[int]]) -> None:
+        while not queue.empty():
+            await self._segment(queue.get_nowait())
+
+    async def _segment(self, seg: list[int]) -> None:
+        """One segment's requests: retried alone, each resuming where it stopped."""
+        t = self.t
+        ctx = t.ctx
+        failures = 0
+        while seg[2] < seg[1]:
+            retry_after = None
+            try:
+                t.attempts += 1
+                async with ctx.hosts.slot(self.url):
+                    await self._request(seg)
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                err = as_download_error(exc, ctx.settings.timeout)
+            if isinstance(err, RestartNeeded) or not err.transient:
+                raise err
+            failures += 1
+            if failures > ctx.settings.retries:
+                raise err
+            if isinstance(err, HTTPStatusError):
+                retry_after = err.retry_after
+            await asyncio.sleep(ctx.policy.delay(failures, retry_after))
+
+    async def _request(self, seg: list[int]) -> None:
+        t = self.t
+        ctx = t.ctx
+        meta = self.meta
+        headers = dict(ctx.base_headers)
+        headers.update(t.job.headers)
+        headers["Range"] = f"bytes={seg[2]}-{seg[1] - 1}"
+        etag = meta.get("etag")
+        validator = (etag if etag and not etag.startswith("W/") else None) or meta.get(
+            "last_modified"
+        )
+        if validator:
+            headers["If-Range"] = validator
+        proxy, proxy_auth = ctx.proxies(self.url)
+        async with ctx.session.get(
+            self.url,
+            headers=headers,
+            proxy=proxy,
+            proxy_auth=proxy_auth,
+            max_redirects=ctx.settings.max_redirects + 1,
+            auto_decompress=False,
+            ssl=not ctx.settings.insecure,
+        ) as resp:
+            if resp.status == 200:
+                raise RestartNeeded("server ignored a segment's range; fetching whole")
+            if resp.status != 206:
+                raise HTTPStatusError(
+                    resp.status,
+                    resp.reason or "",
+                    parse_retry_after(resp.headers.get("Retry-After")),
+                )
+            from .transfer import parse_content_range
+
+            cr = parse_content_range(resp.headers.get("Content-Range"))
+            if cr is None or cr[0] != seg[2] or (cr[2] is not None and cr[2] != meta["total"]):
+                raise RestartNeeded("a segment came back with the wrong range; restarting")
+            got = resp.headers.get("ETag")
+            if etag and got and got != etag:
+                raise RestartNeeded("resource changed (ETag) during a split download")
+            await self._pump(seg, resp)
+
+    async def _pump(self, seg: list[int], resp: aiohttp.ClientResponse) -> None:
+        """Stream into the segment's byte range; stops at its end."""
+        act = self.t.act
+        ctx = self.t.ctx
+        limiter = ctx.limiter
+        end = seg[1]
+        buf = bytearray()
+        received = 0
+        try:
+            async for chunk in resp.content.iter_any():
+                room = end - seg[2] - len(buf)
+                if len(chunk) >= room:
+                    buf += chunk[:room]
+                    received += room
+                    act.done += room
+                    break
+                buf += chunk
+                n = len(chunk)
+                received += n
+                act.done += n
+                if len(buf) >= _FLUSH:
+                    self._write(buf, seg)
+                if limiter is not None:
+                    await limiter.take(n)
+        finally:
+            ctx.received += received
+            if buf:
+                self._write(buf, seg)
+        if seg[2] < end:
+            raise TruncatedError(f"segment ended at byte {seg[2]} of {seg[0]}-{end - 1}")
+
+    def _write(self, buf: bytearray, seg: list[int]) -> None:
+        view = memoryview(buf)
+        pos = seg[2]
+        try:
+            while view:
+                n = os.pwrite(self.fd, view, pos)
+                pos += n
+                view = view[n:]
+        except OSError as exc:
+            from .transfer import LocalFileError
+
+            raise LocalFileError(f"cannot write: {exc.strerror}") from exc
+        finally:
+            view.release()
+            seg[2] = pos
+            del buf[:]
+
+
+def open_segmented(path: os.PathLike[str] | str, total: int | None, create: bool) -> int:
+    flags = os.O_WRONLY | os.O_NOFOLLOW
+    if create:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+        if total:
+            os.ftruncate(fd, total)
+        return fd
+    return os.open(path, flags)

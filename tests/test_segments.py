@@ -3,6 +3,7 @@ retried and resumed on its own; never a splice of two versions."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -21,7 +22,7 @@ def test_plan_covers_every_byte_once() -> None:
         for split in (1, 2, 3, 8, 16):
             segs = plan(total, split)
             assert segs[0][0] == 0 and segs[-1][1] == total
-            assert all(a[1] == b[0] for a, b in zip(segs, segs[1:], strict=False))
+            assert all(a[1] == b[0] for a, b in itertools.pairwise(segs))
             assert len(segs) == 1 or all(s[1] - s[0] >= MIN_SEGMENT for s in segs)
             assert len(segs) <= split
 

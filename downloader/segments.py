@@ -185,6 +185,8 @@ class Segmented:
                     buf += chunk[:room]
                     received += room
                     act.done += room
+                    if limiter is not None:
+                        await limiter.take(room)
                     break
                 buf += chunk
                 n = len(chunk)

@@ -1,0 +1,65 @@
+"""The token bucket, on a virtual clock (no timing in unit tests)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from downloader import ratelimit
+from downloader.config import parse_rate
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    c = Clock()
+    monkeypatch.setattr(ratelimit.time, "monotonic", c.monotonic)
+    monkeypatch.setattr(ratelimit.asyncio, "sleep", c.sleep)
+    return c
+
+
+async def test_rate_holds_for_one_and_many_takers(clock: Clock) -> None:
+    limiter = ratelimit.RateLimiter(1024 * 1024)
+    total = 0
+    for _ in range(200):  # 200 chunks of 64 KiB = 12.5 MiB
+        await limiter.take(65536)
+        total += 65536
+    rate = total / clock.now
+    assert 0.9 * 1024 * 1024 <= rate <= 1.1 * 1024 * 1024
+
+
+async def test_shared_bucket_caps_the_sum(clock: Clock) -> None:
+    limiter = ratelimit.RateLimiter(2 * 1024 * 1024)
+
+    async def taker() -> None:
+        for _ in range(50):
+            await limiter.take(131072)
+
+    # sequential turns on a virtual clock: the debt carries across takers
+    for _ in range(4):
+        await taker()
+    rate = 4 * 50 * 131072 / clock.now
+    assert 0.9 * 2 * 1024 * 1024 <= rate <= 1.1 * 2 * 1024 * 1024
+    assert asyncio.iscoroutinefunction(limiter.take)
+
+
+def test_parse_rate() -> None:
+    assert parse_rate("500K") == 500 * 1024
+    assert parse_rate("2M") == 2 * 1024**2
+    assert parse_rate("1G") == 1024**3
+    assert parse_rate("1.5m") == int(1.5 * 1024**2)
+    assert parse_rate("300") == 300
+    for bad in ("", "fast", "-1M", "0", "2X"):
+        with pytest.raises(ValueError):
+            parse_rate(bad)

@@ -12,11 +12,12 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TextIO
-
-from tqdm import tqdm
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from .models import Record, Results
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,11 @@ class Progress:
         self.t0 = time.monotonic()
         self._next = 0
         self.overall: tqdm[Any] | None = None
+        self._lines: list[str] = []
         if mode == "bars":
+            from tqdm import tqdm  # only a terminal pays for importing it
+
+            self._tqdm = tqdm
             self.overall = tqdm(
                 total=total_files,
                 unit="file",
@@ -118,7 +123,11 @@ class Progress:
             if record.status == "failed":
                 self.overall.write(self._line(record), file=self.stream)
         elif self.mode == "lines":
-            print(self._line(record), file=self.stream, flush=True)
+            # written a tick at a time: one system call per file would cost
+            # more than a small file's transfer
+            self._lines.append(self._line(record))
+            if len(self._lines) >= 256:
+                self._flush_lines()
         if self.callback is not None:
             done = act.done if act is not None else 0
             total = act.total if act is not None else None
@@ -140,19 +149,26 @@ class Progress:
 
     # -- the ticker --------------------------------------------------------
     async def tick_forever(self) -> None:
-        if self.mode != "bars" and self.callback is None:
+        if self.mode == "quiet" and self.callback is None:
             return
         while True:
             await asyncio.sleep(self.interval)
             self.refresh()
 
+    def _flush_lines(self) -> None:
+        if self._lines:
+            self.stream.write("\n".join(self._lines) + "\n")
+            self.stream.flush()
+            self._lines.clear()
+
     def refresh(self) -> None:
+        self._flush_lines()
         now = time.monotonic()
         running = 0
         for act in list(self.active.values()):
             running += act.done
             if self.mode == "bars" and act.bar is None and now - act.started >= self.interval:
-                act.bar = tqdm(
+                act.bar = self._tqdm(
                     total=act.total,
                     desc=_short(act.path or act.url),
                     unit="B",
@@ -176,6 +192,7 @@ class Progress:
             self.overall.set_postfix_str(f"{fmt_bytes(total)}, {fmt_bytes(rate)}/s", refresh=True)
 
     def close(self) -> None:
+        self._flush_lines()
         for act in self.active.values():
             if act.bar is not None:
                 act.bar.close()

@@ -6,6 +6,7 @@ A bad line never stops the parse: it turns its entry into an invalid
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from collections.abc import Iterable, Iterator
@@ -57,6 +58,7 @@ def parse_checksum(value: str) -> tuple[str, str]:
     return name, digest
 
 
+@functools.lru_cache(maxsize=32)
 def url_problem(url: str) -> str | None:
     """Why ``url`` cannot be fetched, or None when it can."""
     if not url:

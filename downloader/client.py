@@ -205,8 +205,7 @@ class Downloader:
                 state.record(i, "failed", 0, 0, entry.error)
                 continue
             relpath = clean_out(entry.out) if entry.out else name_from_url(entry.url)
-            label = f"line {entry.line}" if entry.line else f"entry {len(state.ledger) + 1}"
-            relpath, dup = namer.claim(entry.url, relpath, label)
+            relpath, dup = namer.claim(entry.url, relpath, entry.line)
             data["path"] = relpath
             data["checksum"] = entry.checksum
             data["headers"] = {k: v for k, v in headers.items() if k.lower() not in SECRET_HEADERS}

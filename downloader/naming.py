@@ -7,9 +7,11 @@ the same file; two entries never share a file.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import stat
+from array import array
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -103,36 +105,85 @@ def numbered(relpath: str, n: int) -> str:
     return f"{head}/{new}" if head else new
 
 
+def _digest(text: str) -> int:
+    digest = int.from_bytes(
+        hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(),
+        "little",
+        signed=True,
+    )
+    return digest or 1  # 0 marks an empty slot
+
+
+class _DigestTable:
+    """A map from non-zero 64-bit digests to entry indexes in two flat arrays
+    (open addressing, at most half full): about 32 bytes an entry where a
+    dict of ints costs over 100. It is what keeps a million-line list's
+    names in a few tens of MB."""
+
+    def __init__(self) -> None:
+        self._size = 0
+        self._keys = array("q", bytes(8 * 1024))
+        self._vals = array("q", bytes(8 * 1024))
+
+    def _slot(self, key: int) -> int:
+        keys = self._keys
+        mask = len(keys) - 1
+        i = key & mask
+        while keys[i] != 0 and keys[i] != key:
+            i = (i + 1) & mask
+        return i
+
+    def get(self, key: int) -> int | None:
+        i = self._slot(key)
+        return self._vals[i] if self._keys[i] == key else None
+
+    def put(self, key: int, value: int) -> None:
+        i = self._slot(key)
+        if self._keys[i] == 0:
+            self._size += 1
+        self._keys[i], self._vals[i] = key, value
+        if 2 * self._size > len(self._keys):
+            old = zip(self._keys, self._vals, strict=True)
+            self._keys = array("q", bytes(16 * len(self._keys)))
+            self._vals = array("q", bytes(8 * len(self._keys)))
+            self._size = 0
+            for k, v in old:
+                if k != 0:
+                    self.put(k, v)
+
+
 class Namer:
     """Hands out one distinct relative path per entry, in list order.
 
-    Memory grows with the number of distinct names, not with their entries'
-    other data: a name maps to a hash of its URL and the claiming line.
+    It must remember every name of the run, so it keeps them compact: a
+    64-bit digest of each name maps to the claiming entry, whose URL digest
+    and line sit in arrays (about 50 bytes an entry, not a few hundred).
     """
 
     def __init__(self) -> None:
-        self._taken: dict[str, tuple[int, str]] = {}
+        self._taken = _DigestTable()
+        self._urls = array("q")
+        self._refs = array("q")
 
-    def claim(self, url: str, relpath: str, ref: str) -> tuple[str, str | None]:
-        """Return ``(path, None)``, or ``(path, first_ref)`` for a duplicate;
-        ``ref`` names the claiming entry (``line 12``) in duplicate messages."""
-        key = hash(url)
-        held = self._taken.get(relpath)
-        if held is None:
-            self._taken[relpath] = (key, ref)
-            return relpath, None
-        if held[0] == key:
-            return relpath, held[1]
-        n = 1
+    def claim(self, url: str, relpath: str, line: int | None) -> tuple[str, str | None]:
+        """Return ``(path, None)``, or ``(path, "line N")`` for a duplicate of
+        an earlier entry (``"entry N"`` when that one came from no list)."""
+        key = _digest(url)
+        me = len(self._urls)
+        self._urls.append(key)
+        self._refs.append(line if line is not None else -(me + 1))
+        candidate, n = relpath, 0
         while True:
-            candidate = numbered(relpath, n)
-            held = self._taken.get(candidate)
+            name_key = _digest(candidate)
+            held = self._taken.get(name_key)
             if held is None:
-                self._taken[candidate] = (key, ref)
+                self._taken.put(name_key, me)
                 return candidate, None
-            if held[0] == key:
-                return candidate, held[1]
+            if self._urls[held] == key:
+                ref = self._refs[held]
+                return candidate, f"line {ref}" if ref > 0 else f"entry {-ref}"
             n += 1
+            candidate = numbered(relpath, n)
 
 
 def target(root: Path, relpath: str, *, create: bool = True) -> Path:

@@ -60,11 +60,13 @@ def test_clean_out() -> None:
 
 def test_namer_is_deterministic_and_distinct() -> None:
     namer = Namer()
-    assert namer.claim("http://a/f.bin", "f.bin", "line 1") == ("f.bin", None)
-    assert namer.claim("http://b/f.bin", "f.bin", "line 2") == ("f.1.bin", None)
-    assert namer.claim("http://a/f.bin", "f.bin", "line 3") == ("f.bin", "line 1")
-    assert namer.claim("http://c/f.1.bin", "f.1.bin", "line 4") == ("f.1.1.bin", None)
-    assert namer.claim("http://b/f.bin", "f.bin", "line 5") == ("f.1.bin", "line 2")
+    assert namer.claim("http://a/f.bin", "f.bin", 1) == ("f.bin", None)
+    assert namer.claim("http://b/f.bin", "f.bin", 2) == ("f.1.bin", None)
+    assert namer.claim("http://a/f.bin", "f.bin", 3) == ("f.bin", "line 1")
+    assert namer.claim("http://c/f.1.bin", "f.1.bin", 4) == ("f.1.1.bin", None)
+    assert namer.claim("http://b/f.bin", "f.bin", 5) == ("f.1.bin", "line 2")
+    assert namer.claim("http://d/g.bin", "g.bin", None) == ("g.bin", None)
+    assert namer.claim("http://d/g.bin", "g.bin", None) == ("g.bin", "entry 6")
 
 
 def test_target_refuses_symlinked_folders(tmp_path: Path) -> None:
@@ -111,3 +113,17 @@ def test_name_from_url_property(path: str) -> None:
     name = name_from_url("http://h/" + path)
     assert name and "/" not in name and name not in (".", "..")
     assert len(name.encode()) <= MAX_NAME_BYTES
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(-(2**63), 2**63 - 1), st.integers(0, 2**40)), max_size=3000))
+def test_digest_table_behaves_like_a_dict(pairs: list[tuple[int, int]]) -> None:
+    from downloader.naming import _DigestTable
+
+    table, model = _DigestTable(), {}
+    for key, value in pairs:
+        key = key or 1
+        table.put(key, value)
+        model[key] = value
+    assert all(table.get(k) == v for k, v in model.items())
+    assert table.get(12345) == model.get(12345)

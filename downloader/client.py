@@ -15,7 +15,7 @@ import aiohttp
 
 from . import __version__
 from .config import Settings, parse_rate
-from .errors import DownloadError
+from .errors import DownloaderError, DownloadError
 from .models import Entry, Record, Results
 from .naming import Namer, clean_out, name_from_url
 from .progress import Mode, Progress, ProgressEvent
@@ -252,7 +252,12 @@ class Downloader:
         if source is None:
             state.load()
         else:
-            root.mkdir(parents=True, exist_ok=True)
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DownloaderError(
+                    f"cannot create the output directory {str(root)!r}: {exc.strerror or exc}"
+                ) from exc
             self._secrets.clear()
             self._materialize(state, source)
         ledger = state.ledger

@@ -100,6 +100,7 @@ class Downloader:
         #: written to disk; they live here, by entry index, for ``retry()``.
         self._secrets: dict[int, tuple[tuple[str, ...], dict[str, str]]] = {}
         self.last_results: Results | None = None
+        self._namer = Namer()
 
     # -- session -----------------------------------------------------------
     def _new_session(self) -> aiohttp.ClientSession:
@@ -186,7 +187,7 @@ class Downloader:
         """Write every entry, with its final name, to the run state before the
         first request: names depend on the whole list's order, and ``--retry``
         must know the entries that never started."""
-        namer = Namer()
+        namer = self._namer = Namer()
         state.begin()
         for entry in source:
             urls = entry.urls
@@ -207,6 +208,8 @@ class Downloader:
             relpath = clean_out(entry.out) if entry.out else name_from_url(entry.url)
             relpath, dup = namer.claim(entry.url, relpath, entry.line)
             data["path"] = relpath
+            if entry.out:
+                data["out"] = True
             data["checksum"] = entry.checksum
             data["headers"] = {k: v for k, v in headers.items() if k.lower() not in SECRET_HEADERS}
             if secret:
@@ -238,6 +241,7 @@ class Downloader:
                 checksum=parse_checksum(checksum) if checksum else None,
                 headers=headers,
                 line=data.get("line"),
+                named=bool(data.get("out")),
             )
 
     async def _execute(
@@ -261,6 +265,13 @@ class Downloader:
             self._secrets.clear()
             self._materialize(state, source)
         ledger = state.ledger
+        if source is None and s.content_disposition:
+            # server-chosen names must stay clear of every name of the run
+            self._namer = Namer()
+            for data in state.iter_entries():
+                if data.get("path") is not None:
+                    path = ledger.paths.get(data["i"], data["path"])
+                    self._namer.claim(data["url"], path, data.get("line"))
         todo = sum(
             1
             for i in range(len(ledger))
@@ -282,6 +293,7 @@ class Downloader:
             hosts=HostLimits(s.per_host),
             limiter=RateLimiter(s.limit_rate) if s.limit_rate else None,
             base_headers=base_headers,
+            namer=self._namer,
         )
 
         async def handle(job: Job) -> None:

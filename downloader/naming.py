@@ -28,6 +28,8 @@ _RESERVED = frozenset(
     + [f"LPT{i}" for i in range(1, 10)]
 )
 _DRIVE = re.compile(r"^[A-Za-z]:")
+#: The folder inside DIR that holds the run state; no entry may write there.
+STATE_DIR = ".downloader"
 
 
 def _fit(name: str, limit: int = MAX_NAME_BYTES) -> str:
@@ -43,8 +45,11 @@ def _fit(name: str, limit: int = MAX_NAME_BYTES) -> str:
 
 
 def clean_component(name: str) -> str:
-    """One path component, safe on any file system; never empty, ``.`` or ``..``."""
+    """One path component, safe on any file system; never empty, ``.`` or ``..``,
+    never the run-state folder's name."""
     name = _UNSAFE.sub("_", name).strip()
+    if name == STATE_DIR:
+        name = "_" + name
     if not name.strip("."):
         name = name.replace(".", "_") or "_"
     if name.split(".", 1)[0].upper().rstrip(" ") in _RESERVED:
@@ -84,6 +89,8 @@ def clean_out(out: str) -> str:
         raise UnsafeNameError(f"out={out!r} leaves the output directory")
     if not parts:
         raise UnsafeNameError(f"out={out!r} names no file")
+    if parts[0] == STATE_DIR:
+        raise UnsafeNameError(f"out={out!r} is inside {STATE_DIR}/, the run's own state")
     return "/".join(clean_component(p) for p in parts)
 
 
@@ -174,16 +181,35 @@ class Namer:
         self._refs.append(line if line is not None else -(me + 1))
         candidate, n = relpath, 0
         while True:
-            name_key = _digest(candidate)
-            held = self._taken.get(name_key)
-            if held is None:
-                self._taken.put(name_key, me)
-                return candidate, None
-            if self._urls[held] == key:
+            # A name holds its own key and its ``.part``'s: an entry named
+            # ``f.bin.part`` must not be another entry's temporary file.
+            final_key, part_key = _digest(candidate), _digest(candidate + ".part")
+            held = self._taken.get(final_key)
+            if held is not None and held >= 0 and self._urls[held] == key:
                 ref = self._refs[held]
                 return candidate, f"line {ref}" if ref > 0 else f"entry {-ref}"
+            if held is None and self._taken.get(part_key) is None:
+                self._taken.put(final_key, me)
+                self._taken.put(part_key, -(me + 1))
+                return candidate, None
             n += 1
             candidate = numbered(relpath, n)
+
+    def reserve(self, relpath: str) -> str:
+        """A name like ``relpath`` that no entry of the run holds, for a name
+        the server chose mid-run (``--content-disposition``)."""
+        candidate, n = relpath, 0
+        while True:
+            final_key, part_key = _digest(candidate), _digest(candidate + ".part")
+            if self._taken.get(final_key) is None and self._taken.get(part_key) is None:
+                self._taken.put(final_key, _NOBODY)
+                self._taken.put(part_key, _NOBODY)
+                return candidate
+            n += 1
+            candidate = numbered(relpath, n)
+
+
+_NOBODY = -(2**62)
 
 
 def target(root: Path, relpath: str, *, create: bool = True) -> Path:

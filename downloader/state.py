@@ -25,8 +25,8 @@ from typing import IO, Any
 
 from .errors import NoRunError
 from .models import Record, Status
+from .naming import STATE_DIR
 
-STATE_DIR = ".downloader"
 _STATUSES: tuple[str, ...] = ("pending", "complete", "skipped", "failed")
 _CODE = {name: code for code, name in enumerate(_STATUSES)}
 #: Header values that are secrets: kept out of every file the tool writes.

@@ -34,7 +34,7 @@ from .errors import (
     UnsafeNameError,
 )
 from .models import Status
-from .naming import numbered, server_name, target
+from .naming import Namer, server_name, target
 from .progress import Activity
 from .ratelimit import RateLimiter
 from .retry import RetryPolicy, as_download_error, parse_retry_after
@@ -52,6 +52,14 @@ _MAX_RESTARTS = 3
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 
 
+class _AlreadyThere(Exception):
+    """The server named a file that is already in the output directory."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
 class LocalFileError(DownloadError):
     """Writing on this machine failed (disk full, permissions): no retry helps."""
 
@@ -66,6 +74,8 @@ class Job:
     checksum: tuple[str, str] | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     line: int | None = None
+    #: the list named the file (``out=``): the server's name never overrides it
+    named: bool = False
 
 
 @dataclass(slots=True)
@@ -152,7 +162,7 @@ class Context:
     base_headers: dict[str, str]
     proxies: EnvProxies = field(default_factory=EnvProxies)
     received: int = 0
-    claimed: set[str] = field(default_factory=set)
+    namer: Namer = field(default_factory=Namer)
 
 
 def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
@@ -207,7 +217,7 @@ class Transfer:
         self.meta: dict[str, Any] | None = None
         self.resumed = False
         self.no_split = False
-        self.cd_name: str | None = None
+        self.cd_dest: str | None = None
 
     # -- the entry ---------------------------------------------------------
     async def run(self) -> Outcome:
@@ -237,6 +247,8 @@ class Transfer:
             try:
                 await self._attempt(url, part)
                 return self._finish(final, part)
+            except _AlreadyThere as there:
+                return Outcome("skipped", there.size, self.attempts, None, self.cd_dest)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -304,12 +316,13 @@ class Transfer:
 
     def _finish(self, final: Path, part: Path) -> Outcome:
         dest, relpath = final, self.job.path
-        if self.cd_name:
-            dest, relpath = self._server_named(final)
         try:
+            if self.cd_dest is not None:
+                dest, relpath = target(self.ctx.root, self.cd_dest), self.cd_dest
             os.replace(part, dest)
-        except OSError as exc:
-            return Outcome("failed", 0, self.attempts, f"cannot rename {part.name}: {exc.strerror}")
+        except (OSError, UnsafeNameError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else str(exc)
+            return Outcome("failed", 0, self.attempts, f"cannot rename {part.name}: {why}")
         if self.meta is not None and self.meta.get("saved"):
             self.ctx.state.drop_part(self.job.path)
         size = self.act.done
@@ -317,22 +330,25 @@ class Transfer:
             "complete", size, self.attempts, None, relpath if relpath != self.job.path else None
         )
 
-    def _server_named(self, final: Path) -> tuple[Path, str]:
-        """The Content-Disposition name, in the entry's folder, never clobbering."""
-        assert self.cd_name is not None
+    def _server_name(self, resp: aiohttp.ClientResponse) -> None:
+        """``--content-disposition``: pick the server's name once (in the
+        entry's folder, distinct from every other entry's), and stop early
+        when that file is already there."""
+        if self.cd_dest is not None or self.job.named:
+            return
+        cd = resp.content_disposition
+        name = server_name(cd.filename) if cd is not None else None
+        if not name:
+            return
         head = self.job.path.rpartition("/")[0]
-        base = f"{head}/{self.cd_name}" if head else self.cd_name
-        candidate, n = base, 0
-        while True:
-            path = self.ctx.root / candidate
-            taken = candidate in self.ctx.claimed and candidate != self.job.path
-            if candidate == self.job.path or (
-                not taken and (self.ctx.settings.overwrite or not os.path.lexists(path))
-            ):
-                self.ctx.claimed.add(candidate)
-                return path, candidate
-            n += 1
-            candidate = numbered(base, n)
+        wanted = f"{head}/{name}" if head else name
+        if wanted == self.job.path:
+            return
+        self.cd_dest = self.ctx.namer.reserve(wanted)
+        if not self.ctx.settings.overwrite:
+            with contextlib.suppress(OSError):
+                st = os.stat(self.ctx.root / self.cd_dest)
+                raise _AlreadyThere(st.st_size)
 
     # -- one request -------------------------------------------------------
     def _resume_point(self, part: Path) -> int:
@@ -408,11 +424,7 @@ class Transfer:
                     status, resp.reason or "", parse_retry_after(resp.headers.get("Retry-After"))
                 )
             if settings.content_disposition:
-                self.cd_name = (
-                    server_name(resp.content_disposition.filename)
-                    if (resp.content_disposition)
-                    else None
-                )
+                self._server_name(resp)
             if status == 206:
                 total = self._check_partial(resp, offset)
             else:

@@ -321,3 +321,41 @@ async def test_proxy_from_environment(
         ["http://files.invalid/via-proxy.bin"]
     )
     assert direct.failed  # bypassed the proxy, and the host does not resolve
+
+
+async def test_content_disposition_names(server: FaultServer, tmp_path: Path) -> None:
+    cd = 'attachment; filename="report.pdf"'
+    named = Entry(server.add("/a", b"A", content_disposition=cd), out="mine.pdf")
+    plain = server.add("/report.pdf", b"P", delay=0.2)
+    served = server.add("/b", b"B", content_disposition=cd)
+    dl = Downloader(tmp_path, progress=False, content_disposition=True)
+    results = await dl.download([named, plain, served])
+    assert [r.path for r in results] == ["mine.pdf", "report.pdf", "report.1.pdf"]
+    assert (tmp_path / "mine.pdf").read_bytes() == b"A"  # out= wins over the server
+    assert (tmp_path / "report.pdf").read_bytes() == b"P"
+    assert (tmp_path / "report.1.pdf").read_bytes() == b"B"
+    # a rerun of the same list maps every entry to the same file and skips it
+    again = await Downloader(tmp_path, progress=False, content_disposition=True).download(
+        [named, plain, served]
+    )
+    assert [(r.status, r.path) for r in again] == [
+        ("skipped", "mine.pdf"),
+        ("skipped", "report.pdf"),
+        ("skipped", "report.1.pdf"),
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == [
+        "mine.pdf",
+        "report.1.pdf",
+        "report.pdf",
+    ]
+
+
+async def test_part_name_of_one_entry_is_not_another_entrys_file(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    first = server.add("/x/f.bin.part", b"first")
+    second = server.add("/y/f.bin", b"second")
+    results = await Downloader(tmp_path, progress=False, jobs=1).download([first, second])
+    assert [r.path for r in results] == ["f.bin.part", "f.1.bin"]
+    assert (tmp_path / "f.bin.part").read_bytes() == b"first"
+    assert (tmp_path / "f.1.bin").read_bytes() == b"second"

@@ -127,3 +127,16 @@ def test_digest_table_behaves_like_a_dict(pairs: list[tuple[int, int]]) -> None:
         model[key] = value
     assert all(table.get(k) == v for k, v in model.items())
     assert table.get(12345) == model.get(12345)
+
+
+def test_part_names_and_state_folder_are_reserved() -> None:
+    namer = Namer()
+    assert namer.claim("http://a/f.bin.part", "f.bin.part", 1) == ("f.bin.part", None)
+    assert namer.claim("http://b/f.bin", "f.bin", 2) == ("f.1.bin", None)
+    other = Namer()
+    assert other.claim("http://b/f.bin", "f.bin", 1) == ("f.bin", None)
+    assert other.claim("http://a/f.bin.part", "f.bin.part", 2) == ("f.bin.1.part", None)
+    with pytest.raises(UnsafeNameError, match="state"):
+        clean_out(".downloader/entries.jsonl")
+    assert clean_out("sub/.downloader") == "sub/_.downloader"
+    assert name_from_url("http://h/.downloader") == "_.downloader"

@@ -10,6 +10,7 @@ import re
 import signal
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from . import __version__
 from .client import Downloader
@@ -206,9 +207,8 @@ def _say(message: str) -> None:
     print(f"downloader: {message}", file=sys.stderr, flush=True)
 
 
-async def _run(
-    args: argparse.Namespace, dl: Downloader, entries: Iterator[Entry] | None
-) -> Results:
+def install_stop_handlers(dl: Downloader) -> None:
+    """Ctrl-C or SIGTERM: stop cleanly and save the state; a second one quits at once."""
     loop = asyncio.get_running_loop()
     hits = 0
 
@@ -223,6 +223,12 @@ async def _run(
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
+
+
+async def _run(
+    args: argparse.Namespace, dl: Downloader, entries: Iterator[Entry] | None
+) -> Results:
+    install_stop_handlers(dl)
     if entries is None:
         return await dl.retry(collect=False)
     return await dl.download(entries, collect=False)
@@ -259,6 +265,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except ValueError as exc:
         parser.error(str(exc))
+    if args.report is not None:
+        report = Path(args.report)
+        if report.is_dir() or not report.parent.is_dir():
+            _say(f"--report {args.report}: no such folder to write it in, or it is a folder")
+            return EXIT_USAGE
     if args.retry:
         if args.sources or args.input_file:
             parser.error("--retry takes no URL list or URLs: it continues the recorded run")

@@ -277,6 +277,21 @@ class Downloader:
             for i in range(len(ledger))
             if ledger.status[i] not in (1, 2) and (only is None or i in only)
         )
+        if source is None and not s.quiet:
+            lost = sum(
+                1
+                for data in state.iter_entries()
+                if data.get("secret")
+                and data["i"] not in self._secrets
+                and ledger.status[data["i"]] not in (1, 2)
+            )
+            if lost:
+                _warn(
+                    f"{lost} entr{'y' if lost == 1 else 'ies'} to retry had credentials "
+                    "(user:password@ in the URL, Authorization or Cookie headers), which are "
+                    "never saved to disk: they are retried without them; pass headers again "
+                    "with -H, or run the list again"
+                )
         progress = Progress(self._progress_mode(), todo, s.on_progress)
         session = self._own_session or self._given_session
         own = session is None
@@ -338,7 +353,10 @@ class Downloader:
             results.elapsed = time.monotonic() - t0
             results.output_dir = str(root)
             results.attempted = todo
-            state.write_report(_summary(results), s.report)
+            try:
+                state.write_report(_summary(results), s.report)
+            except OSError as exc:
+                _warn(f"cannot write the report to {exc.filename or s.report}: {exc.strerror}")
             self.last_results = results
             self._stop = None
         return results
@@ -383,6 +401,10 @@ class Downloader:
                     results.append(record)
         results._counts = counts
         return results
+
+
+def _warn(message: str) -> None:
+    print(f"downloader: warning: {message}", file=sys.stderr, flush=True)
 
 
 def _summary(results: Results) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import os
 import random
 import sys
 import tempfile
@@ -110,6 +111,8 @@ class DemoServer:
 
 
 async def _demo(out: Path, args: argparse.Namespace) -> int:
+    from .cli import install_stop_handlers
+
     server = DemoServer()
     base = await server.start()
     text = server.list_text(base)
@@ -125,21 +128,36 @@ async def _demo(out: Path, args: argparse.Namespace) -> int:
             quiet=quiet,
             progress="lines" if getattr(args, "no_progress", False) else None,
         )
+        install_stop_handlers(dl)
         results = await dl.download(parse_text(text))
     finally:
         await server.stop()
     for line in summary_lines(results, quiet=quiet):
         print(line, file=sys.stderr)
-    print(
-        "\nThe failure of missing.bin was expected: the demo server has no such file, to "
-        "show how failures are reported. flaky.bin answered 503 once and succeeded on retry."
-        f"\nReport: {out / '.downloader' / 'report.json'}",
-        file=sys.stderr,
-    )
+    if results.interrupted:
+        print(f"\nInterrupted. To continue: downloader --retry -o {out}", file=sys.stderr)
+        return 130
+    failed = {r.path for r in results.failed}
+    flaky = next((r for r in results if r.path == "flaky.bin"), None)
+    lines = []
+    if failed == {"missing.bin"}:
+        lines.append(
+            "The failure of missing.bin was expected: the demo server has no such file, "
+            "to show how failures are reported."
+        )
+    else:
+        lines.append(f"Unexpected failures: {', '.join(sorted(p or '?' for p in failed))}.")
+    if flaky is not None and flaky.status == "complete" and flaky.attempts > 1:
+        lines.append("flaky.bin answered 503 once and succeeded on retry.")
+    lines.append(f"Report: {out / '.downloader' / 'report.json'}")
+    print("\n" + "\n".join(lines), file=sys.stderr)
     return 0 if results.ok else 1
 
 
 def main(args: argparse.Namespace) -> int:
+    # The demo server is on loopback: never send its traffic to a proxy.
+    for name in ("NO_PROXY", "no_proxy"):
+        os.environ[name] = ",".join(filter(None, [os.environ.get(name), "127.0.0.1", "localhost"]))
     out_arg = getattr(args, "output_dir", None)
     out = Path(out_arg) if out_arg else Path(tempfile.mkdtemp(prefix="downloader-demo-"))
     return asyncio.run(_demo(out, args))

@@ -93,6 +93,7 @@ class Segmented:
         try:
             await self._pump(self.segments[0], resp)
         finally:
+            resp.close()  # its connection is done: not a request in flight any more
             release()
 
     async def _save_forever(self) -> None:

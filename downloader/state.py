@@ -234,12 +234,18 @@ class RunState:
                     f.write(json.dumps(self.record_of(data).to_dict(), ensure_ascii=False))
             f.write("\n],\n" if not first else "],\n")
             f.write('"summary": ' + json.dumps(summary, indent=2, ensure_ascii=False) + "}\n")
-        if extra is not None:
-            extra_tmp = extra.with_name(extra.name + ".tmp")
-            with open(tmp, "rb") as src, open(extra_tmp, "wb") as dst:
-                dst.write(src.read())
-            os.replace(extra_tmp, extra)
         os.replace(tmp, self.report_path)
+        if extra is not None:
+            # after the run's own report is safe: a bad --report path loses nothing
+            extra_tmp = extra.with_name(extra.name + ".tmp")
+            try:
+                with open(self.report_path, "rb") as src, open(extra_tmp, "wb") as dst:
+                    dst.write(src.read())
+                os.replace(extra_tmp, extra)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    extra_tmp.unlink()
+                raise
 
     # -- metadata of .part files ------------------------------------------
     def _part_meta(self, relpath: str) -> Path:

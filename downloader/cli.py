@@ -303,4 +303,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(line, file=sys.stderr)
     if results.interrupted and not args.quiet:
         _say(f"to continue: downloader --retry -o {args.output_dir}")
+    if results.interrupted:
+        # A list still being read from standard input holds a reader thread
+        # in a blocking read; leave without the interpreter's shutdown, which
+        # would wait on it. Everything is saved and printed by now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
     return _exit_status(results)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import sys
+import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -146,14 +147,33 @@ class Downloader:
         return await self._execute(entries_from(entries), None, collect)
 
     async def retry(self, results: Results | None = None, *, collect: bool = True) -> Results:
-        """Run again what did not complete: the failed entries of ``results``,
-        or, with no argument, every unfinished entry of the last run recorded
-        in the output directory (what ``downloader --retry`` does). Partial
-        files resume. Raises :class:`NoRunError` when no run is recorded."""
-        only = None
-        if results is not None:
+        """Run again what did not complete, resuming partial files.
+
+        With no argument: every unfinished entry of the last run recorded in
+        the output directory (what ``downloader --retry`` does); raises
+        :class:`NoRunError` when none is recorded. With ``results``: only
+        its failed entries; the returned results cover all of its entries."""
+        s = self.settings
+        if results is None:
+            return await self._execute(None, None, collect)
+        if results.run_id and results.run_id == RunState(s.output_dir).recorded_id():
             only = {r.index for r in results.failed if r.index is not None}
-        return await self._execute(None, only, collect)
+            return await self._execute(None, only, collect)
+        # Results of an older run (another one has been recorded since):
+        # their failed entries, under the same names, as a run of their own.
+        again = [r.entry for r in results.failed if r.entry is not None]
+        fresh = await self._execute(iter(again), None, True)
+        replaced = iter(fresh)
+        merged = Results(
+            [
+                next(replaced) if r.status == "failed" and r.entry is not None else r
+                for r in results
+            ],
+            interrupted=fresh.interrupted,
+        )
+        for name in ("bytes_downloaded", "elapsed", "output_dir", "attempted", "run_id"):
+            setattr(merged, name, getattr(fresh, name))
+        return merged
 
     def run(self, entries: Iterable[str | Entry], *, collect: bool = True) -> Results:
         """Blocking :meth:`download`; works even where an event loop already
@@ -183,43 +203,73 @@ class Downloader:
             return "lines"
         return "bars" if s.progress else "quiet"
 
-    def _materialize(self, state: RunState, source: Iterator[Entry]) -> None:
+    def _materialize(
+        self,
+        state: RunState,
+        source: Iterator[Entry],
+        stopping: threading.Event,
+        lock: threading.Lock,
+    ) -> None:
         """Write every entry, with its final name, to the run state before the
         first request: names depend on the whole list's order, and ``--retry``
         must know the entries that never started."""
         namer = self._namer = Namer()
-        state.begin()
+        with lock:
+            state.begin()
         for entry in source:
-            urls = entry.urls
-            headers = dict(entry.headers or {})
-            secret = any(_has_secret(u) for u in urls) or any(
-                k.lower() in SECRET_HEADERS for k in headers
-            )
-            data: dict[str, Any] = {
-                "url": redact_url(entry.url),
-                "mirrors": [redact_url(u) for u in urls[1:]],
-                "line": entry.line,
-            }
-            if entry.error is not None:
-                data["path"] = None
-                i = state.add_entry(data)
-                state.record(i, "failed", 0, 0, entry.error)
-                continue
-            relpath = clean_out(entry.out) if entry.out else name_from_url(entry.url)
-            relpath, dup = namer.claim(entry.url, relpath, entry.line)
-            data["path"] = relpath
-            if entry.out:
-                data["out"] = True
-            data["checksum"] = entry.checksum
-            data["headers"] = {k: v for k, v in headers.items() if k.lower() not in SECRET_HEADERS}
-            if secret:
-                data["secret"] = True
+            with lock:
+                if stopping.is_set():
+                    return
+                self._add(state, namer, entry)
+        with lock:
+            if not stopping.is_set():
+                state.entries_written()
+
+    def _add(self, state: RunState, namer: Namer, entry: Entry) -> None:
+        urls = entry.urls
+        headers = dict(entry.headers or {})
+        secret = any(_has_secret(u) for u in urls) or any(
+            k.lower() in SECRET_HEADERS for k in headers
+        )
+        data: dict[str, Any] = {
+            "url": redact_url(entry.url),
+            "mirrors": [redact_url(u) for u in urls[1:]],
+            "line": entry.line,
+        }
+        if entry.error is not None:
+            data["path"] = None
             i = state.add_entry(data)
-            if dup is not None:
-                state.record(i, "skipped", 0, 0, f"duplicate of {dup}")
-            elif secret:
-                self._secrets[i] = (urls, headers)
-        state.entries_written()
+            state.record(i, "failed", 0, 0, entry.error)
+            return
+        relpath = clean_out(entry.out) if entry.out else name_from_url(entry.url)
+        relpath, dup = namer.claim(entry.url, relpath, entry.line)
+        data["path"] = relpath
+        if entry.out:
+            data["out"] = True
+        data["checksum"] = entry.checksum
+        data["headers"] = {k: v for k, v in headers.items() if k.lower() not in SECRET_HEADERS}
+        if secret:
+            data["secret"] = True
+        i = state.add_entry(data)
+        if dup is not None:
+            state.record(i, "skipped", 0, 0, f"duplicate of {dup}")
+        elif secret:
+            self._secrets[i] = (urls, headers)
+
+    def _entry_of(self, data: dict[str, Any]) -> Entry:
+        """A recorded entry as an :class:`Entry` again, under its recorded name."""
+        urls: tuple[str, ...] = (data["url"], *data.get("mirrors", ()))
+        headers: Mapping[str, str] = data.get("headers") or {}
+        if data["i"] in self._secrets:
+            urls, headers = self._secrets[data["i"]]
+        return Entry(
+            urls[0],
+            out=data["path"],
+            checksum=data.get("checksum"),
+            headers=dict(headers) or None,
+            mirrors=tuple(urls[1:]),
+            line=data.get("line"),
+        )
 
     def _jobs(self, state: RunState, only: set[int] | None) -> Iterator[Job]:
         ledger = state.ledger
@@ -251,33 +301,133 @@ class Downloader:
         t0 = time.monotonic()
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        root = s.output_dir
-        state = RunState(root)
+        state = RunState(s.output_dir)
+        interrupted = False
         if source is None:
             state.load()
+            self._prepare_retry(state)
         else:
-            try:
-                root.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise DownloaderError(
-                    f"cannot create the output directory {str(root)!r}: {exc.strerror or exc}"
-                ) from exc
+            self._make_output_dir()
             self._secrets.clear()
-            self._materialize(state, source)
+            interrupted = await self._read_list(state, source)
         ledger = state.ledger
-        if source is None and s.content_disposition:
+        todo = 0
+        if not interrupted:
+            todo = sum(
+                1
+                for i in range(len(ledger))
+                if ledger.status[i] not in (1, 2) and (only is None or i in only)
+            )
+        progress = Progress(self._progress_mode(), todo, s.on_progress)
+        session = self._own_session or self._given_session
+        own = session is None
+        if session is None:
+            session = self._new_session()
+        ctx = Context(
+            session=session,
+            settings=s,
+            state=state,
+            root=s.output_dir,
+            policy=RetryPolicy(retries=s.retries),
+            hosts=HostLimits(s.per_host),
+            limiter=RateLimiter(s.limit_rate) if s.limit_rate else None,
+            base_headers={"User-Agent": s.user_agent, "Accept-Encoding": "identity", **s.headers},
+            namer=self._namer,
+        )
+        try:
+            if not interrupted:
+                interrupted = await self._transfer_all(ctx, progress, only)
+        except asyncio.CancelledError:
+            interrupted = True
+            raise
+        finally:
+            progress.close()
+            state.close()
+            if own:
+                await session.close()
+            results = self._results(state, collect, interrupted)
+            results.bytes_downloaded = ctx.received
+            results.elapsed = time.monotonic() - t0
+            results.output_dir = str(s.output_dir)
+            results.attempted = todo
+            results.run_id = state.run_id
+            try:
+                state.write_report(_summary(results), s.report)
+            except OSError as exc:
+                _warn(f"cannot write the report to {exc.filename or s.report}: {exc.strerror}")
+            self.last_results = results
+            self._stop = None
+        return results
+
+    def _make_output_dir(self) -> None:
+        root = self.settings.output_dir
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DownloaderError(
+                f"cannot create the output directory {str(root)!r}: {exc.strerror or exc}"
+            ) from exc
+
+    async def _read_list(self, state: RunState, source: Iterator[Entry]) -> bool:
+        """Materialise the list in a thread, so that Ctrl-C works even while
+        a list on a terminal's standard input is still being typed; returns
+        True when the run was stopped before the list was read to its end."""
+        assert self._stop is not None
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        stopping = threading.Event()
+        lock = threading.Lock()
+
+        def settle(exc: BaseException | None) -> None:
+            if not done.done():
+                if exc is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(exc)
+
+        def work() -> None:
+            try:
+                self._materialize(state, source, stopping, lock)
+            except BaseException as exc:  # handed to the loop, raised there
+                loop.call_soon_threadsafe(settle, exc)
+            else:
+                loop.call_soon_threadsafe(settle, None)
+
+        threading.Thread(target=work, name="downloader-list", daemon=True).start()
+        stop: asyncio.Future[Any] = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait([done, stop], return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            stopping.set()
+            with lock:
+                state.close()
+            raise
+        finally:
+            stop.cancel()
+        if done.done():
+            done.result()
+            return False
+        stopping.set()
+        with lock:  # the reader writes nothing after this
+            state.close()
+        return True
+
+    def _prepare_retry(self, state: RunState) -> None:
+        s = self.settings
+        ledger = state.ledger
+        if state.partial and not s.quiet:
+            _warn(
+                "the recorded run was stopped before its list was read to the end: only "
+                f"its first {len(ledger)} entries can be retried; run the list again for the rest"
+            )
+        if s.content_disposition:
             # server-chosen names must stay clear of every name of the run
             self._namer = Namer()
             for data in state.iter_entries():
                 if data.get("path") is not None:
                     path = ledger.paths.get(data["i"], data["path"])
                     self._namer.claim(data["url"], path, data.get("line"))
-        todo = sum(
-            1
-            for i in range(len(ledger))
-            if ledger.status[i] not in (1, 2) and (only is None or i in only)
-        )
-        if source is None and not s.quiet:
+        if not s.quiet:
             lost = sum(
                 1
                 for data in state.iter_entries()
@@ -292,24 +442,11 @@ class Downloader:
                     "never saved to disk: they are retried without them; pass headers again "
                     "with -H, or run the list again"
                 )
-        progress = Progress(self._progress_mode(), todo, s.on_progress)
-        session = self._own_session or self._given_session
-        own = session is None
-        if session is None:
-            session = self._new_session()
-        base_headers = {"User-Agent": s.user_agent, "Accept-Encoding": "identity"}
-        base_headers.update(s.headers)
-        ctx = Context(
-            session=session,
-            settings=s,
-            state=state,
-            root=root,
-            policy=RetryPolicy(retries=s.retries),
-            hosts=HostLimits(s.per_host),
-            limiter=RateLimiter(s.limit_rate) if s.limit_rate else None,
-            base_headers=base_headers,
-            namer=self._namer,
-        )
+
+    async def _transfer_all(self, ctx: Context, progress: Progress, only: set[int] | None) -> bool:
+        """Every job through the sliding window; True when stopped early."""
+        assert self._stop is not None
+        state = ctx.state
 
         async def handle(job: Job) -> None:
             key, act = progress.begin(redact_url(job.urls[0]), job.path)
@@ -325,41 +462,24 @@ class Downloader:
             self._note(state, progress, job, outcome, key, act)
 
         ticker = asyncio.ensure_future(progress.tick_forever())
-        window = asyncio.ensure_future(run_window(self._jobs(state, only), s.jobs, handle))
+        window = asyncio.ensure_future(
+            run_window(self._jobs(state, only), self.settings.jobs, handle)
+        )
         stopper = asyncio.ensure_future(self._stop.wait())
-        interrupted = False
         try:
             await asyncio.wait({window, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            if not window.done():
-                interrupted = True
+            stopped = not window.done()
+            if stopped:
                 window.cancel()
             await asyncio.gather(window, return_exceptions=True)
-            if window.done() and not window.cancelled() and window.exception() is not None:
+            if not window.cancelled() and window.exception() is not None:
                 raise window.exception()  # type: ignore[misc]
-        except asyncio.CancelledError:
-            interrupted = True
-            window.cancel()
-            await asyncio.gather(window, return_exceptions=True)
-            raise
+            return stopped
         finally:
+            window.cancel()
             stopper.cancel()
             ticker.cancel()
-            progress.close()
-            state.close()
-            if own:
-                await session.close()
-            results = self._results(state, collect, interrupted)
-            results.bytes_downloaded = ctx.received
-            results.elapsed = time.monotonic() - t0
-            results.output_dir = str(root)
-            results.attempted = todo
-            try:
-                state.write_report(_summary(results), s.report)
-            except OSError as exc:
-                _warn(f"cannot write the report to {exc.filename or s.report}: {exc.strerror}")
-            self.last_results = results
-            self._stop = None
-        return results
+            await asyncio.gather(window, stopper, ticker, return_exceptions=True)
 
     @staticmethod
     def _note(
@@ -385,8 +505,7 @@ class Downloader:
         )
         progress.end(key, act, record)
 
-    @staticmethod
-    def _results(state: RunState, collect: bool, interrupted: bool) -> Results:
+    def _results(self, state: RunState, collect: bool, interrupted: bool) -> Results:
         results = Results(interrupted=interrupted)
         counts = {"complete": 0, "skipped": 0, "failed": 0}
         if state.entries_path.is_file():
@@ -398,6 +517,8 @@ class Downloader:
                 if collect or status == "failed":
                     record = state.record_of(data)
                     record.index = i
+                    if status == "failed" and data.get("path") is not None:
+                        record.entry = self._entry_of(data)
                     results.append(record)
         results._counts = counts
         return results

@@ -44,6 +44,8 @@ class Record:
     line: int | None = None
     #: Position of the entry in its run; lets ``Downloader.retry`` find it.
     index: int | None = field(default=None, repr=False, compare=False)
+    #: What to fetch again (failed records): ``Downloader.retry`` re-runs it.
+    entry: Entry | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +74,8 @@ class Results(list[Record]):
         self.elapsed = 0.0
         #: Entries this call set out to fetch (0: nothing was left to do).
         self.attempted = 0
+        #: The recorded run these results belong to (``DIR/.downloader/run.json``).
+        self.run_id = ""
         self.output_dir: str | None = None
         self._counts: dict[str, int] | None = None
 

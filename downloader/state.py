@@ -18,6 +18,7 @@ import json
 import os
 import re
 import time
+import uuid
 from array import array
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,6 +105,10 @@ class RunState:
         self.ledger = Ledger()
         self._journal: IO[str] | None = None
         self._entries: IO[str] | None = None
+        self._run: dict[str, Any] = {}
+        self.run_id = ""
+        #: the run stopped before its list was read to the end
+        self.partial = False
 
     # -- paths -------------------------------------------------------------
     @property
@@ -130,7 +135,10 @@ class RunState:
         for path in (self.journal_path, self.entries_path, self.run_path):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-        self._entries = open(self.dir / "entries.jsonl.tmp", "w", encoding="utf-8")  # noqa: SIM115
+        self.run_id = uuid.uuid4().hex
+        self._run = {"version": 1, "id": self.run_id, "started": time.time(), "complete": False}
+        _atomic_write(self.run_path, json.dumps(self._run))
+        self._entries = open(self.entries_path, "w", encoding="utf-8")  # noqa: SIM115
 
     def add_entry(self, data: dict[str, Any]) -> int:
         assert self._entries is not None
@@ -140,19 +148,24 @@ class RunState:
         return i
 
     def entries_written(self) -> None:
+        """The whole list is recorded: ``--retry`` may rely on it."""
         assert self._entries is not None
         self._entries.close()
         self._entries = None
-        os.replace(self.dir / "entries.jsonl.tmp", self.entries_path)
-        _atomic_write(
-            self.run_path,
-            json.dumps({"version": 1, "started": time.time(), "entries": len(self.ledger)}),
-        )
+        self._run.update(complete=True, entries=len(self.ledger))
+        _atomic_write(self.run_path, json.dumps(self._run))
 
     # -- continuing a run --------------------------------------------------
     def load(self) -> None:
         """Read a recorded run back (for ``--retry``); NoRunError when none."""
-        if not self.run_path.is_file() or not self.entries_path.is_file():
+        try:
+            with open(self.run_path, encoding="utf-8") as f:
+                self._run = json.load(f)
+            self.run_id = str(self._run.get("id", ""))
+            self.partial = not self._run.get("complete", True)
+        except (OSError, ValueError, AttributeError):
+            raise NoRunError(f"no recorded run in {str(self.root)!r} (nothing to retry)") from None
+        if not self.entries_path.is_file():
             raise NoRunError(f"no recorded run in {str(self.root)!r} (nothing to retry)")
         (self.dir / "parts").mkdir(parents=True, exist_ok=True)
         for _ in self.iter_entries():
@@ -168,10 +181,18 @@ class RunState:
                 except (ValueError, KeyError, IndexError, TypeError):
                     continue  # a torn last line after kill -9
 
+    def recorded_id(self) -> str:
+        """The id of the run recorded on disk ("" when none)."""
+        try:
+            with open(self.run_path, encoding="utf-8") as f:
+                return str(json.load(f).get("id", ""))
+        except (OSError, ValueError, AttributeError):
+            return ""
+
     def iter_entries(self) -> Iterator[dict[str, Any]]:
         with open(self.entries_path, encoding="utf-8") as f:
             for line in f:
-                if line.endswith("\n"):
+                if line.endswith("\n"):  # a torn last line after kill -9 is no entry
                     yield json.loads(line)
 
     # -- as it happens -----------------------------------------------------

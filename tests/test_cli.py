@@ -263,3 +263,33 @@ async def test_version_and_help() -> None:
     assert code == 0 and out.startswith("downloader ")
     code, out, _ = await run_cli("--help")
     assert code == 0 and "--retry" in out and "--split" in out
+
+
+async def test_ctrl_c_while_the_list_is_still_being_typed(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    url = server.add("/typed.bin", b"t")
+    out = tmp_path / "out"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "downloader",
+        "-",
+        "-o",
+        str(out),
+        stdin=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=ENV,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(f"{url}\n".encode())
+    await proc.stdin.drain()
+    run = out / ".downloader" / "run.json"
+    await wait_for(run.exists, "the run to start reading its list")
+    proc.send_signal(signal.SIGTERM)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)  # stdin is still open
+    assert proc.returncode == 130, err
+    rep = report(out)
+    assert rep["summary"]["interrupted"] is True
+    assert all(e["status"] == "failed" for e in rep["entries"])
+    assert server.requests.get("/typed.bin") is None

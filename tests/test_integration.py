@@ -359,3 +359,19 @@ async def test_part_name_of_one_entry_is_not_another_entrys_file(
     assert [r.path for r in results] == ["f.bin.part", "f.1.bin"]
     assert (tmp_path / "f.bin.part").read_bytes() == b"first"
     assert (tmp_path / "f.1.bin").read_bytes() == b"second"
+
+
+async def test_retry_results_of_an_older_run(server: FaultServer, tmp_path: Path) -> None:
+    ok1 = server.add("/ok1.bin", b"1")
+    flaky = server.add("/flaky.bin", b"F", statuses=[404])
+    ok2 = server.add("/ok2.bin", b"2")
+    dl = Downloader(tmp_path, progress=False)
+    first = await dl.download([ok1, flaky])
+    await dl.download([ok2])  # another run is recorded since
+    again = await dl.retry(first)
+    assert [(r.path, r.status) for r in again] == [
+        ("ok1.bin", "complete"),
+        ("flaky.bin", "complete"),
+    ]
+    assert (tmp_path / "flaky.bin").read_bytes() == b"F"
+    assert server.requests["/ok2.bin"] == 1

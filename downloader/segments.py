@@ -131,28 +131,9 @@ class Segmented:
             await asyncio.sleep(ctx.policy.delay(failures, retry_after))
 
     async def _request(self, seg: list[int]) -> None:
-        t = self.t
-        ctx = t.ctx
         meta = self.meta
-        headers = dict(ctx.base_headers)
-        headers.update(t.job.headers)
-        headers["Range"] = f"bytes={seg[2]}-{seg[1] - 1}"
         etag = meta.get("etag")
-        validator = (etag if etag and not etag.startswith("W/") else None) or meta.get(
-            "last_modified"
-        )
-        if validator:
-            headers["If-Range"] = validator
-        proxy, proxy_auth = ctx.proxies(self.url)
-        async with ctx.session.get(
-            self.url,
-            headers=headers,
-            proxy=proxy,
-            proxy_auth=proxy_auth,
-            max_redirects=ctx.settings.max_redirects + 1,
-            auto_decompress=False,
-            ssl=not ctx.settings.insecure,
-        ) as resp:
+        async with self.t.get(self.url, f"bytes={seg[2]}-{seg[1] - 1}") as resp:
             if resp.status == 200:
                 raise RestartNeeded("server ignored a segment's range; fetching whole")
             if resp.status != 206:

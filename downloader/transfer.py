@@ -390,23 +390,23 @@ class Transfer:
         finally:
             release()
 
-    async def _request(
-        self, url: str, part: Path, offset: int, release: Callable[[], None]
-    ) -> None:
+    def get(
+        self, url: str, byte_range: str | None
+    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        """One GET of the entry's content, as every attempt and segment sends
+        it: the run's and the entry's headers, no decompression, the redirect
+        cap, and a range guarded by the part's validator."""
         ctx = self.ctx
-        job = self.job
         settings = ctx.settings
         headers = dict(ctx.base_headers)
-        headers.update(job.headers)
-        meta = self.meta
-        if offset and meta is not None:
-            headers["Range"] = f"bytes={offset}-"
-            validator = _strong_etag(meta.get("etag")) or meta.get("last_modified")
+        headers.update(self.job.headers)
+        if byte_range is not None and self.meta is not None:
+            headers["Range"] = byte_range
+            validator = _strong_etag(self.meta.get("etag")) or self.meta.get("last_modified")
             if validator:
                 headers["If-Range"] = validator
-        self.act.done = offset
         proxy, proxy_auth = ctx.proxies(url)
-        async with ctx.session.get(
+        return ctx.session.get(
             url,
             headers=headers,
             proxy=proxy,
@@ -414,7 +414,16 @@ class Transfer:
             max_redirects=settings.max_redirects + 1,
             auto_decompress=False,
             ssl=not settings.insecure,
-        ) as resp:
+        )
+
+    async def _request(
+        self, url: str, part: Path, offset: int, release: Callable[[], None]
+    ) -> None:
+        ctx = self.ctx
+        job = self.job
+        settings = ctx.settings
+        self.act.done = offset
+        async with self.get(url, f"bytes={offset}-" if offset else None) as resp:
             status = resp.status
             if offset and status == 416:
                 await self._range_unsatisfiable(resp, part, offset)

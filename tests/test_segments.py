@@ -85,3 +85,11 @@ async def test_segments_resume_in_a_new_process(server: FaultServer, tmp_path: P
     assert again.complete and (tmp_path / "big.bin").read_bytes() == body
     unfinished = sum(s[1] - s[2] for s in meta["segments"])
     assert server.bytes_served - served == unfinished  # only the missing bytes
+
+
+async def test_per_host_bounds_segments_too(server: FaultServer, tmp_path: Path) -> None:
+    body = blob(SIZE)
+    url = server.add("/big.bin", body, slow=0.3)
+    results = await Downloader(tmp_path, progress=False, split=3, per_host=1).download([url])
+    assert results.complete and (tmp_path / "big.bin").read_bytes() == body
+    assert server.max_in_flight == 1 and len(server.request_log) == 3

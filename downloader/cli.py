@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import __version__
 from .client import Downloader
-from .config import DEFAULT_SPLIT, parse_rate
+from .config import DEFAULT_SPLIT, MIN_SEGMENT, parse_rate
 from .errors import DownloaderError, ListError, NoRunError
 from .models import Entry, Results
 from .progress import summary_lines
@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         default=DEFAULT_SPLIT,
         metavar="N",
-        help=f"connections for one large file (default: {DEFAULT_SPLIT})",
+        help="connections for one file when the server answers ranges; segments are at "
+        f"least {MIN_SEGMENT // 2**20} MiB (default: {DEFAULT_SPLIT})",
     )
     p.add_argument(
         "--retries",

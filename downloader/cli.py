@@ -194,10 +194,27 @@ def _entries(sources: Sequence[str], lists: Sequence[str]) -> Iterator[Entry]:
     return itertools.chain.from_iterable(parts)
 
 
+def _unwritable(path: Path) -> str | None:
+    """Why the report cannot be written at ``path``, found before any download."""
+    if path.is_dir():
+        return "is a folder"
+    if not path.parent.is_dir():
+        return "no such folder to write it in"
+    existed = path.exists()
+    try:
+        with open(path, "a"):
+            pass
+    except OSError as exc:
+        return f"cannot write it: {exc.strerror}"
+    if not existed:
+        path.unlink()
+    return None
+
+
 def _exit_status(results: Results) -> int:
     if results.interrupted:
         return EXIT_INTERRUPTED
-    return EXIT_OK if results.counts["failed"] == 0 else EXIT_FAILED
+    return EXIT_OK if results.ok else EXIT_FAILED
 
 
 def _say(message: str) -> None:
@@ -232,6 +249,21 @@ async def _run(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Until the run's own handlers are in place (opening a list that is a
+    # named pipe can block), Ctrl-C and SIGTERM end the program quietly.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        _say("interrupted before anything was downloaded")
+        return EXIT_INTERRUPTED
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.demo:
@@ -263,9 +295,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     if args.report is not None:
-        report = Path(args.report)
-        if report.is_dir() or not report.parent.is_dir():
-            _say(f"--report {args.report}: no such folder to write it in, or it is a folder")
+        problem = _unwritable(Path(args.report))
+        if problem:
+            _say(f"--report {args.report}: {problem}")
             return EXIT_USAGE
     if args.retry:
         if args.sources or args.input_file:
@@ -292,7 +324,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         _say(f"{exc.strerror or exc}: {exc.filename or args.output_dir}")
         return EXIT_USAGE
+    if results.partial and not results.interrupted:
+        _say(
+            "the recorded run was stopped before its list was read to the end: only its "
+            f"first {sum(results.counts.values())} entries are known; run the list again for "
+            "the rest"
+        )
     if args.retry and results.attempted == 0 and not results.interrupted:
+        if results.partial:
+            return EXIT_FAILED
         if not args.quiet:
             _say(f"nothing to retry: the last run in {args.output_dir!r} has nothing left to do")
         return EXIT_OK

@@ -23,7 +23,7 @@ from .progress import Mode, Progress, ProgressEvent
 from .ratelimit import RateLimiter
 from .retry import RetryPolicy
 from .scheduler import run_window
-from .state import SECRET_HEADERS, RunState, redact_text, redact_url
+from .state import SECRET_HEADERS, RunState, redact_text, redact_url, strip_userinfo
 from .transfer import Context, HostLimits, Job, Outcome, Transfer
 from .urllist import entries_from, parse_checksum
 
@@ -283,6 +283,8 @@ class Downloader:
             headers = data.get("headers") or {}
             if i in self._secrets:
                 urls, headers = self._secrets[i]
+            elif data.get("secret"):  # credentials were never saved: none at all, not "***"
+                urls = tuple(strip_userinfo(u) for u in urls)
             checksum = data.get("checksum")
             yield Job(
                 index=i,
@@ -351,6 +353,7 @@ class Downloader:
             results.output_dir = str(s.output_dir)
             results.attempted = todo
             results.run_id = state.run_id
+            results.partial = state.partial
             try:
                 state.write_report(_summary(results), s.report)
             except OSError as exc:
@@ -415,11 +418,6 @@ class Downloader:
     def _prepare_retry(self, state: RunState) -> None:
         s = self.settings
         ledger = state.ledger
-        if state.partial and not s.quiet:
-            _warn(
-                "the recorded run was stopped before its list was read to the end: only "
-                f"its first {len(ledger)} entries can be retried; run the list again for the rest"
-            )
         if s.content_disposition:
             # server-chosen names must stay clear of every name of the run
             self._namer = Namer()

@@ -135,7 +135,11 @@ async def _demo(out: Path, args: argparse.Namespace) -> int:
     for line in summary_lines(results, quiet=quiet):
         print(line, file=sys.stderr)
     if results.interrupted:
-        print(f"\nInterrupted. To continue: downloader --retry -o {out}", file=sys.stderr)
+        print(
+            f"\nInterrupted. The demo server lived only as long as the demo; to continue, "
+            f"run it again into the same folder: downloader --demo -o {out}",
+            file=sys.stderr,
+        )
         return 130
     failed = {r.path for r in results.failed}
     flaky = next((r for r in results if r.path == "flaky.bin"), None)

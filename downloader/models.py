@@ -76,6 +76,9 @@ class Results(list[Record]):
         self.attempted = 0
         #: The recorded run these results belong to (``DIR/.downloader/run.json``).
         self.run_id = ""
+        #: The run was stopped before its list was read to the end: entries
+        #: after the last one recorded are unknown, so it can never be complete.
+        self.partial = False
         self.output_dir: str | None = None
         self._counts: dict[str, int] | None = None
 
@@ -105,4 +108,4 @@ class Results(list[Record]):
     @property
     def ok(self) -> bool:
         """True when every entry is complete or skipped (exit status 0)."""
-        return not self.interrupted and self.counts["failed"] == 0
+        return not self.interrupted and not self.partial and self.counts["failed"] == 0

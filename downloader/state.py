@@ -88,6 +88,16 @@ def redact_url(url: str) -> str:
     return f"{scheme}://***@{authority.rpartition('@')[2]}{slash}{tail}"
 
 
+def strip_userinfo(url: str) -> str:
+    """The URL without any ``user:password@`` (for a request that must not,
+    or cannot, carry them)."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, tail = rest.partition("/")
+    if not sep or "@" not in authority:
+        return url
+    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{tail}"
+
+
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
 
 

@@ -39,7 +39,7 @@ from .progress import Activity
 from .ratelimit import RateLimiter
 from .retry import RetryPolicy, as_download_error, parse_retry_after
 from .segments import Segmented, open_segmented, plan, splittable
-from .state import RunState, redact_url
+from .state import RunState, redact_url, strip_userinfo
 
 #: Python's buffered writer gathers the network's small reads into writes of
 #: this size: one system call per MiB instead of one per read.
@@ -400,6 +400,10 @@ class Transfer:
         settings = ctx.settings
         headers = dict(ctx.base_headers)
         headers.update(self.job.headers)
+        if "@" in url.partition("://")[2].partition("/")[0] and any(
+            k.lower() == "authorization" for k in headers
+        ):
+            url = strip_userinfo(url)  # an explicit Authorization header wins, as in curl
         if byte_range is not None and self.meta is not None:
             headers["Range"] = byte_range
             validator = _strong_etag(self.meta.get("etag")) or self.meta.get("last_modified")

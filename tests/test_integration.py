@@ -375,3 +375,30 @@ async def test_retry_results_of_an_older_run(server: FaultServer, tmp_path: Path
     ]
     assert (tmp_path / "flaky.bin").read_bytes() == b"F"
     assert server.requests["/ok2.bin"] == 1
+
+
+async def test_explicit_authorization_wins_over_url_credentials(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    server.add("/a.bin", b"a", auth="Bearer X")
+    port = server.base.rsplit(":", 1)[1]
+    url = f"http://u:p@127.0.0.1:{port}/a.bin"
+    results = await Downloader(
+        tmp_path, progress=False, headers={"Authorization": "Bearer X"}
+    ).download([url])
+    assert results.complete, results[0].error
+
+
+async def test_retry_in_a_new_process_sends_no_placeholder_credentials(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    server.add("/c.bin", b"c", statuses=[503])
+    port = server.base.rsplit(":", 1)[1]
+    url = f"http://u:secret@127.0.0.1:{port}/c.bin"
+    first = await Downloader(tmp_path, progress=False, retries=0).download([url])
+    assert first.failed
+    # a fresh Downloader knows no credentials: it asks without any
+    again = await Downloader(tmp_path, progress=False, quiet=True).retry()
+    assert again.complete
+    last = server.request_log[-1][2]
+    assert "Authorization" not in last

@@ -219,6 +219,8 @@ def target(root: Path, relpath: str, *, create: bool = True) -> Path:
     (by a previous run, another user, the list's author) is refused rather
     than followed out of the output directory.
     """
+    if "/" not in relpath and relpath not in ("", ".", ".."):
+        return root / relpath  # the common case: no folder to check or create
     parts = relpath.split("/")
     if any(p in ("", ".", "..") for p in parts) or os.path.isabs(relpath):
         raise UnsafeNameError(f"unsafe path {relpath!r}")

@@ -1,0 +1,46 @@
+"""The run state survives a reload exactly, torn lines included."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from downloader.errors import NoRunError
+from downloader.state import RunState, redact_text, redact_url, strip_userinfo
+
+
+def test_journal_round_trip_and_torn_lines(tmp_path: Path) -> None:
+    state = RunState(tmp_path)
+    state.begin()
+    for n in range(3):
+        state.add_entry({"url": f"http://h/{n}", "path": f"f{n}", "line": n + 1})
+    state.entries_written()
+    weird = 'he said "no"\nthen: é ☃ \\ done'
+    state.record(0, "failed", 12, 3, weird)
+    state.record(1, "complete", 5, 1, None, path="sub/ünï.bin")
+    state.close()
+    with open(state.journal_path, "a", encoding="utf-8") as f:
+        f.write('{"i":2,"s":"comp')  # a kill -9 in the middle of a line
+    again = RunState(tmp_path)
+    again.load()
+    assert again.ledger.status_of(0) == "failed" and again.ledger.errors[0] == weird
+    assert again.ledger.paths[1] == "sub/ünï.bin" and again.ledger.bytes[1] == 5
+    assert again.ledger.status_of(2) == "pending"
+    again.write_report({"total": 3})
+    report = json.loads(again.report_path.read_text())
+    assert [e["status"] for e in report["entries"]] == ["failed", "complete", "failed"]
+    assert report["entries"][2]["error"] == "not started (run interrupted)"
+
+
+def test_no_recorded_run(tmp_path: Path) -> None:
+    with pytest.raises(NoRunError):
+        RunState(tmp_path).load()
+
+
+def test_secrets_are_redacted() -> None:
+    assert redact_url("https://u:p@h:1/a@b") == "https://***@h:1/a@b"
+    assert redact_url("https://h/a@b") == "https://h/a@b"
+    assert strip_userinfo("http://u:p@h/x") == "http://h/x"
+    assert redact_text("see http://u:p@h/x and ftp://a@b") == "see http://***@h/x and ftp://***@b"

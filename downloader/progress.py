@@ -101,6 +101,19 @@ class Progress:
                 "[{elapsed}<{remaining}{postfix}]",
             )
 
+    def _emit(self, event: ProgressEvent) -> None:
+        """A failing callback is the caller's bug: it must not stop the
+        downloads; it is reported once and not called again."""
+        assert self.callback is not None
+        try:
+            self.callback(event)
+        except Exception as exc:
+            self.callback = None
+            print(
+                f"downloader: warning: on_progress callback raised {exc!r}; not called again",
+                file=self.stream,
+            )
+
     # -- called by the engine ---------------------------------------------
     def begin(self, url: str, path: str | None) -> tuple[int, Activity]:
         act = Activity(url, path)
@@ -108,7 +121,7 @@ class Progress:
         self._next += 1
         self.active[key] = act
         if self.callback is not None:
-            self.callback(ProgressEvent("start", url, path, 0, None))
+            self._emit(ProgressEvent("start", url, path, 0, None))
         return key, act
 
     def end(self, key: int | None, act: Activity | None, record: Record) -> None:
@@ -131,7 +144,7 @@ class Progress:
         if self.callback is not None:
             done = act.done if act is not None else 0
             total = act.total if act is not None else None
-            self.callback(
+            self._emit(
                 ProgressEvent(
                     "finish", record.url, record.path, done, total, record.status, record.error
                 )
@@ -185,7 +198,7 @@ class Progress:
                 act.bar.update(act.done - act.shown)
                 act.shown = act.done
             if self.callback is not None and act.done:
-                self.callback(ProgressEvent("progress", act.url, act.path, act.done, act.total))
+                self._emit(ProgressEvent("progress", act.url, act.path, act.done, act.total))
         if self.overall is not None:
             total = self.finished_bytes + running
             rate = total / max(now - self.t0, 1e-6)

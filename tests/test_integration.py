@@ -402,3 +402,15 @@ async def test_retry_in_a_new_process_sends_no_placeholder_credentials(
     assert again.complete
     last = server.request_log[-1][2]
     assert "Authorization" not in last
+
+
+async def test_a_failing_progress_callback_does_not_stop_the_run(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    urls = [server.add(f"/cb{i}.bin", b"x") for i in range(3)]
+
+    def boom(event: ProgressEvent) -> None:
+        raise RuntimeError("callback bug")
+
+    results = await Downloader(tmp_path, progress=False, on_progress=boom).download(urls)
+    assert len(results.complete) == 3

@@ -581,9 +581,12 @@ class Transfer:
             if offset:
                 fd = os.open(part, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
             else:
-                with contextlib.suppress(FileNotFoundError):
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                try:
+                    fd = os.open(part, flags, 0o644)
+                except FileExistsError:  # our own stale part (or a planted link): replace it
                     os.unlink(part)
-                fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+                    fd = os.open(part, flags, 0o644)
         except OSError as exc:
             raise LocalFileError(f"cannot write {part.name}: {exc.strerror}") from exc
         act = self.act
@@ -591,7 +594,8 @@ class Transfer:
         received = 0
         try:
             # A small file gets a buffer its size: allocating 1 MiB per file
-            # costs more than the whole transfer of a 16 KiB one.
+            # costs more than the whole transfer of a 16 KiB one. (Buffered
+            # always: a raw write may write less than it is given.)
             remaining = None if total is None else total - offset
             buffering = WRITE_BUFFER if remaining is None else min(WRITE_BUFFER, remaining + 1)
             with open(fd, "wb", buffering=max(buffering, 8192)) as f:

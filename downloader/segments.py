@@ -109,7 +109,6 @@ class Segmented:
         """One segment's requests: retried alone, each resuming where it stopped."""
         t = self.t
         ctx = t.ctx
-        failures = 0
         while seg[2] < seg[1]:
             retry_after = None
             try:
@@ -123,16 +122,16 @@ class Segmented:
                 err = as_download_error(exc, ctx.settings.timeout)
             if isinstance(err, RestartNeeded) or not err.transient:
                 raise err
-            failures += 1
-            if failures > ctx.settings.retries:
+            # one budget for the entry: the segments' failures spend it too
+            t.failures += 1
+            if t.failures > ctx.settings.retries:
                 raise err
             if isinstance(err, HTTPStatusError):
                 retry_after = err.retry_after
-            await asyncio.sleep(ctx.policy.delay(failures, retry_after))
+            await asyncio.sleep(ctx.policy.delay(t.failures, retry_after))
 
     async def _request(self, seg: list[int]) -> None:
         meta = self.meta
-        etag = meta.get("etag")
         async with self.t.get(self.url, f"bytes={seg[2]}-{seg[1] - 1}") as resp:
             if resp.status == 200:
                 raise RestartNeeded("server ignored a segment's range; fetching whole")
@@ -142,14 +141,9 @@ class Segmented:
                     resp.reason or "",
                     parse_retry_after(resp.headers.get("Retry-After")),
                 )
-            from .transfer import parse_content_range
+            from .transfer import check_partial
 
-            cr = parse_content_range(resp.headers.get("Content-Range"))
-            if cr is None or cr[0] != seg[2] or (cr[2] is not None and cr[2] != meta["total"]):
-                raise RestartNeeded("a segment came back with the wrong range; restarting")
-            got = resp.headers.get("ETag")
-            if etag and got and got != etag:
-                raise RestartNeeded("resource changed (ETag) during a split download")
+            check_partial(meta, resp, seg[2])
             await self._pump(seg, resp)
 
     async def _pump(self, seg: list[int], resp: aiohttp.ClientResponse) -> None:
@@ -209,7 +203,11 @@ def open_segmented(path: os.PathLike[str] | str, total: int | None, create: bool
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644)
-        if total:
-            os.ftruncate(fd, total)
+        try:
+            if total:
+                os.ftruncate(fd, total)
+        except BaseException:
+            os.close(fd)
+            raise
         return fd
     return os.open(path, flags)

@@ -175,6 +175,34 @@ def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None
     return int(match.group(1)), int(match.group(2)), total
 
 
+def check_partial(meta: Mapping[str, Any], resp: aiohttp.ClientResponse, start: int) -> int:
+    """A 206 is trusted only when it continues exactly the resource the part
+    holds (some servers ignore If-Range): same start, same total length, same
+    ETag and Last-Modified when known. Used by whole-file resumes and by every
+    segment. Returns the total length; RestartNeeded otherwise."""
+    cr = parse_content_range(resp.headers.get("Content-Range"))
+    if cr is None:
+        raise RestartNeeded("206 without a usable Content-Range; restarting")
+    got_start, _end, total = cr
+    known = meta.get("total")
+    if got_start != start:
+        raise RestartNeeded(f"server resumed at byte {got_start}, not {start}; restarting")
+    if known is not None and total is not None and total != known:
+        raise RestartNeeded("resource length changed; restarting from byte 0")
+    etag = resp.headers.get("ETag")
+    if meta.get("etag") and etag and etag != meta["etag"]:
+        raise RestartNeeded("resource changed (ETag); restarting from byte 0")
+    modified = resp.headers.get("Last-Modified")
+    if meta.get("last_modified") and modified and modified != meta["last_modified"]:
+        raise RestartNeeded("resource changed (Last-Modified); restarting from byte 0")
+    if not (meta.get("etag") or meta.get("last_modified")) and known is None:
+        raise RestartNeeded("nothing to validate the partial file against; restarting")
+    total = total if total is not None else known  # "bytes a-b/*": the recorded length
+    if total is None:
+        raise RestartNeeded("the length of the resource is unknown; restarting")
+    return int(total)
+
+
 def _segments_ok(meta: dict[str, Any], size: int) -> bool:
     """A segment table read back from disk is used only if it is coherent."""
     try:
@@ -214,6 +242,8 @@ class Transfer:
         self.job = job
         self.act = act
         self.attempts = 0
+        #: transient failures of the entry, segments included: one --retries budget
+        self.failures = 0
         self.meta: dict[str, Any] | None = None
         self.resumed = False
         self.no_split = False
@@ -234,7 +264,6 @@ class Transfer:
         if not settings.resume:
             self._discard(part)
 
-        failures = 0
         restarts = 0
         fresh_after_mismatch = False
         tried: set[int] = set()
@@ -266,12 +295,12 @@ class Transfer:
                     continue
                 return self._fail(err)
             if err.transient:
-                failures += 1
+                self.failures += 1
             else:
                 dead.add(mirror)
             alive = [i for i in range(len(job.urls)) if i not in dead]
             untried = [i for i in alive if i not in tried]
-            if not alive or (failures > settings.retries and not untried):
+            if not alive or (self.failures > settings.retries and not untried):
                 return self._fail(err)
             if untried:
                 mirror = untried[0]
@@ -280,7 +309,7 @@ class Transfer:
                 mirror = later[0] if later else alive[0]
             if err.transient:
                 retry_after = err.retry_after if isinstance(err, HTTPStatusError) else None
-                await asyncio.sleep(self.ctx.policy.delay(failures, retry_after))
+                await asyncio.sleep(self.ctx.policy.delay(self.failures, retry_after))
 
     async def _existing(self, final: Path) -> Outcome | None:
         """Skip a final file that is already there (unless it fails its checksum)."""
@@ -382,6 +411,7 @@ class Transfer:
         ctx = self.ctx
         offset = self._resume_point(part)
         if offset and self.meta is not None and self.meta.get("segments"):
+            self.attempts -= 1  # no request of its own: each segment counts its requests
             await self._run_segments(url, part, None, _nothing, create=False)
             return
         release = await ctx.hosts.acquire(url)
@@ -444,6 +474,10 @@ class Transfer:
                 offset = 0
                 self.act.done = 0
                 total = resp.content_length
+                # The old part goes before the new metadata is saved: a crash
+                # in between must not label old bytes with the new validator.
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(part)
                 self._start_part(part, url, resp, total)
                 if not self.no_split and splittable(resp, total, settings.split):
                     assert self.meta is not None and total is not None
@@ -527,26 +561,9 @@ class Transfer:
         raise RestartNeeded("server refused the range (416); restarting from byte 0")
 
     def _check_partial(self, resp: aiohttp.ClientResponse, offset: int) -> int | None:
-        """A 206 is trusted only when it continues exactly the recorded resource,
-        since some servers ignore If-Range."""
-        cr = parse_content_range(resp.headers.get("Content-Range"))
-        meta = self.meta or {}
-        if cr is None:
-            raise RestartNeeded("206 without a usable Content-Range; restarting")
-        start, _end, total = cr
-        if start != offset:
-            raise RestartNeeded(f"server resumed at byte {start}, not {offset}; restarting")
-        if meta.get("total") is not None and total is not None and total != meta["total"]:
-            raise RestartNeeded("resource length changed; restarting from byte 0")
-        etag = resp.headers.get("ETag")
-        if meta.get("etag") and etag and etag != meta["etag"]:
-            raise RestartNeeded("resource changed (ETag); restarting from byte 0")
-        modified = resp.headers.get("Last-Modified")
-        if meta.get("last_modified") and modified and modified != meta["last_modified"]:
-            raise RestartNeeded("resource changed (Last-Modified); restarting from byte 0")
-        if not (meta.get("etag") or meta.get("last_modified")) and meta.get("total") is None:
-            raise RestartNeeded("nothing to validate the partial file against; restarting")
-        return total
+        """The total length of the resource a 206 continues, which must be the
+        recorded one (see :func:`check_partial`)."""
+        return check_partial(self.meta or {}, resp, offset)
 
     def _start_part(
         self, part: Path, url: str, resp: aiohttp.ClientResponse, total: int | None

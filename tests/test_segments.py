@@ -93,3 +93,60 @@ async def test_per_host_bounds_segments_too(server: FaultServer, tmp_path: Path)
     results = await Downloader(tmp_path, progress=False, split=3, per_host=1).download([url])
     assert results.complete and (tmp_path / "big.bin").read_bytes() == body
     assert server.max_in_flight == 1 and len(server.request_log) == 3
+
+
+async def test_segments_check_last_modified_too(server: FaultServer, tmp_path: Path) -> None:
+    """No ETag, If-Range ignored, Last-Modified changes: never a splice."""
+    from aiohttp import web
+
+    versions = [blob(SIZE, 1), blob(SIZE, 2)]
+    dates = ["Mon, 01 Jan 2024 00:00:00 GMT", "Tue, 02 Jan 2024 00:00:00 GMT"]
+    served = {"n": 0}
+
+    async def serve(request: web.Request, path: str) -> web.StreamResponse:
+        v = min(served["n"], 1)
+        served["n"] += 1
+        body, headers = versions[v], {"Last-Modified": dates[v], "Accept-Ranges": "bytes"}
+        rng = request.headers.get("Range")
+        status, start, stop = 200, 0, len(body)
+        if rng:  # honours the range, ignores If-Range
+            a, _, b = rng[6:].partition("-")
+            start, stop, status = int(a), int(b) + 1, 206
+            headers["Content-Range"] = f"bytes {start}-{stop - 1}/{len(body)}"
+        return web.Response(status=status, body=body[start:stop], headers=headers)
+
+    server._serve = serve  # type: ignore[method-assign]
+    results = await Downloader(tmp_path, progress=False, split=2).download([server.url("/f.bin")])
+    assert results.complete
+    assert (tmp_path / "f.bin").read_bytes() in versions
+
+
+async def test_206_with_unknown_total_never_completes_short(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    from aiohttp import web
+
+    body = blob(1_000_000)
+    calls = {"n": 0}
+
+    async def serve(request: web.Request, path: str) -> web.StreamResponse:
+        calls["n"] += 1
+        rng = request.headers.get("Range")
+        headers = {"ETag": '"v1"', "Accept-Ranges": "bytes"}
+        if not rng:  # the first answer breaks at 60%
+            resp = web.StreamResponse(headers=headers)
+            resp.content_length = len(body)
+            await resp.prepare(request)
+            await resp.write(body[:600_000])
+            assert request.transport is not None
+            request.transport.close()
+            return resp
+        start = int(rng[6:].split("-")[0])
+        end = min(start + 200_000, len(body)) - 1  # short ranges, total unknown
+        headers["Content-Range"] = f"bytes {start}-{end}/*"
+        return web.Response(status=206, body=body[start : end + 1], headers=headers)
+
+    server._serve = serve  # type: ignore[method-assign]
+    results = await Downloader(tmp_path, progress=False, retries=3).download([server.url("/f.bin")])
+    # each short 206 is a truncated body: resumed until the recorded length is reached
+    assert results.complete and (tmp_path / "f.bin").read_bytes() == body

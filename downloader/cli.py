@@ -334,7 +334,12 @@ def _main(argv: Sequence[str] | None) -> int:
         if results.partial:
             return EXIT_FAILED
         if not args.quiet:
-            _say(f"nothing to retry: the last run in {args.output_dir!r} has nothing left to do")
+            invalid = results.counts["failed"]
+            why = f" ({invalid} invalid entr{'y' if invalid == 1 else 'ies'}: see the report)"
+            _say(
+                f"nothing to retry: the last run in {args.output_dir!r} has nothing left to do"
+                + (why if invalid else "")
+            )
         return EXIT_OK
     for line in summary_lines(results, quiet=args.quiet):
         print(line, file=sys.stderr)

@@ -239,6 +239,7 @@ class Downloader:
         if entry.error is not None:
             data["path"] = None
             i = state.add_entry(data)
+            state.ledger.invalid.add(i)
             state.record(i, "failed", 0, 0, entry.error)
             return
         relpath = clean_out(entry.out) if entry.out else name_from_url(entry.url)
@@ -318,7 +319,9 @@ class Downloader:
             todo = sum(
                 1
                 for i in range(len(ledger))
-                if ledger.status[i] not in (1, 2) and (only is None or i in only)
+                if ledger.status[i] not in (1, 2)
+                and i not in ledger.invalid
+                and (only is None or i in only)
             )
         progress = Progress(self._progress_mode(), todo, s.on_progress)
         session = self._own_session or self._given_session

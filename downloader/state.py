@@ -51,6 +51,8 @@ class Ledger:
         self.attempts = array("l")
         self.errors: dict[int, str] = {}
         self.paths: dict[int, str] = {}
+        #: entries with no path (invalid lines): failed for good, never retried
+        self.invalid: set[int] = set()
 
     def __len__(self) -> int:
         return len(self.status)
@@ -178,8 +180,10 @@ class RunState:
         if not self.entries_path.is_file():
             raise NoRunError(f"no recorded run in {str(self.root)!r} (nothing to retry)")
         (self.dir / "parts").mkdir(parents=True, exist_ok=True)
-        for _ in self.iter_entries():
-            self.ledger.add()
+        for data in self.iter_entries():
+            i = self.ledger.add()
+            if data.get("path") is None:
+                self.ledger.invalid.add(i)
         with contextlib.suppress(FileNotFoundError), open(self.journal_path, encoding="utf-8") as f:
             for line in f:
                 try:

@@ -293,3 +293,15 @@ async def test_ctrl_c_while_the_list_is_still_being_typed(
     assert rep["summary"]["interrupted"] is True
     assert all(e["status"] == "failed" for e in rep["entries"])
     assert server.requests.get("/typed.bin") is None
+
+
+async def test_retry_with_only_invalid_entries_left_is_done(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    ok = server.add("/ok.bin", b"ok")
+    out = tmp_path / "out"
+    code, _, _ = await run_cli(ok, "ftp://host/x", "-o", str(out))
+    assert code == 1
+    code, _, err = await run_cli("--retry", "-o", str(out))
+    assert code == 0 and "nothing to retry" in err and "1 invalid entry" in err
+    assert server.requests["/ok.bin"] == 1

@@ -1,25 +1,62 @@
 """A concurrent file downloader: a URL list in, verified files out.
 
-The public API is re-exported here; the modules behind it are private.
+The public API is re-exported here; the modules behind it are private. The
+re-exports are resolved on first use, so that ``import downloader`` (and the
+command line's start, which must answer Ctrl-C from its first moment) does
+not wait for aiohttp to load.
 """
 
 from __future__ import annotations
 
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from .client import Downloader
-from .errors import (
-    ChecksumMismatch,
-    DownloaderError,
-    DownloadError,
-    HTTPStatusError,
-    ListError,
-    NoRunError,
-    UnsafeNameError,
-)
-from .models import Entry, Record, Results
-from .progress import ProgressEvent
-from .urllist import load_list
+if TYPE_CHECKING:
+    from .client import Downloader
+    from .errors import (
+        ChecksumMismatch,
+        DownloaderError,
+        DownloadError,
+        HTTPStatusError,
+        ListError,
+        NoRunError,
+        UnsafeNameError,
+    )
+    from .models import Entry, Record, Results
+    from .progress import ProgressEvent
+    from .urllist import load_list
+
+_WHERE = {
+    "Downloader": "client",
+    "ChecksumMismatch": "errors",
+    "DownloaderError": "errors",
+    "DownloadError": "errors",
+    "HTTPStatusError": "errors",
+    "ListError": "errors",
+    "NoRunError": "errors",
+    "UnsafeNameError": "errors",
+    "Entry": "models",
+    "Record": "models",
+    "Results": "models",
+    "ProgressEvent": "progress",
+    "load_list": "urllist",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'downloader' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])
+
 
 __all__ = [
     "ChecksumMismatch",

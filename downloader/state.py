@@ -75,9 +75,6 @@ class Ledger:
     def status_of(self, i: int) -> str:
         return _STATUSES[self.status[i]]
 
-    def counts(self) -> dict[str, int]:
-        return {name: self.status.count(code) for code, name in enumerate(_STATUSES)}
-
 
 def redact_url(url: str) -> str:
     """The URL with any ``user:password@`` replaced, for reports and logs."""

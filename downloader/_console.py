@@ -14,6 +14,9 @@ def _interrupt(signum: int, frame: object) -> None:
 def main() -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
+        from ._malloc import tune
+
+        tune()
         from .cli import main as cli_main
     except KeyboardInterrupt:
         print("downloader: interrupted before anything was downloaded", file=sys.stderr)

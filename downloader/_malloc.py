@@ -21,9 +21,9 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
 #: Chunks up to this size come from the heap and are reused there.
-MMAP_THRESHOLD = 8 << 20
+MMAP_THRESHOLD = 4 << 20
 #: Free memory kept at the top of the heap before it is given back.
-TRIM_THRESHOLD = 32 << 20
+TRIM_THRESHOLD = 8 << 20
 
 
 def tune() -> bool:

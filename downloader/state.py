@@ -48,7 +48,7 @@ class Ledger:
     def __init__(self) -> None:
         self.status = bytearray()
         self.bytes = array("q")
-        self.attempts = array("l")
+        self.attempts = array("i")
         self.errors: dict[int, str] = {}
         self.paths: dict[int, str] = {}
         #: entries with no path (invalid lines): failed for good, never retried

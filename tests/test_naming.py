@@ -116,7 +116,11 @@ def test_name_from_url_property(path: str) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.integers(-(2**63), 2**63 - 1), st.integers(0, 2**40)), max_size=3000))
+@given(
+    st.lists(
+        st.tuples(st.integers(-(2**63), 2**63 - 1), st.integers(-(2**31), 2**31 - 1)), max_size=3000
+    )
+)
 def test_digest_table_behaves_like_a_dict(pairs: list[tuple[int, int]]) -> None:
     from downloader.naming import _DigestTable
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from .config import MIN_SEGMENT
+from .config import MIN_SEGMENT, WRITE_SLICE
 from .errors import HTTPStatusError, RestartNeeded, TruncatedError
 from .retry import as_download_error, parse_retry_after
 
@@ -177,9 +177,10 @@ class Segmented:
         pos = seg[2]
         done = 0
         try:
-            done = os.pwrite(self.fd, data, pos)
-            while done < len(data):  # a short write: rare (a signal, a full disk)
-                done += os.pwrite(self.fd, memoryview(data)[done:], pos + done)
+            view = memoryview(data)
+            n = len(data)
+            while done < n:  # in slices (see WRITE_SLICE); also finishes a short write
+                done += os.pwrite(self.fd, view[done : done + WRITE_SLICE], pos + done)
         except OSError as exc:
             from .transfer import LocalFileError
 

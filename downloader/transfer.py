@@ -470,13 +470,16 @@ class Transfer:
             if status == 206:
                 total = self._check_partial(resp, offset)
             else:
+                if offset:
+                    # The old part goes before the new metadata is saved: a
+                    # crash in between must not label old bytes with the new
+                    # validator. (At offset 0 there is none: _resume_point
+                    # found no part, or discarded it.)
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(part)
                 offset = 0
                 self.act.done = 0
                 total = resp.content_length
-                # The old part goes before the new metadata is saved: a crash
-                # in between must not label old bytes with the new validator.
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(part)
                 self._start_part(part, url, resp, total)
                 if not self.no_split and splittable(resp, total, settings.split):
                     assert self.meta is not None and total is not None

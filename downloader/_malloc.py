@@ -35,7 +35,7 @@ def tune() -> bool:
 
         libc = ctypes.CDLL(None)
         mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl, or no shared libc
+    except (ImportError, OSError, AttributeError):  # no ctypes, musl, or no shared libc
         return False
     return bool(
         mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)

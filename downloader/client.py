@@ -245,6 +245,10 @@ class Downloader:
         relpath = clean_out(entry.out) if entry.out else name_from_url(entry.url)
         relpath, dup = namer.claim(entry.url, relpath, entry.line)
         data["path"] = relpath
+        if dup is not None:
+            # Also in the entry itself, not only in the journal: a second job
+            # on one path would mean two transfers into one .part.
+            data["dup"] = dup
         if entry.out:
             data["out"] = True
         data["checksum"] = entry.checksum
@@ -276,7 +280,7 @@ class Downloader:
         ledger = state.ledger
         for data in state.iter_entries():
             i = data["i"]
-            if ledger.status[i] in (1, 2) or data.get("path") is None:
+            if ledger.status[i] in (1, 2) or data.get("path") is None or data.get("dup"):
                 continue
             if only is not None and i not in only:
                 continue

@@ -250,6 +250,38 @@ async def test_kill_9_never_leaves_a_bad_final_file(server: FaultServer, tmp_pat
     assert not list(out.glob("*.part"))
 
 
+async def test_kill_9_with_duplicates_then_retry_runs_one_transfer_per_file(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """The duplicates' and the invalid line's records reach the disk before
+    any request: after a kill -9, --retry must not start a second transfer
+    into the same .part."""
+    body = blob(300_000, 5)
+    url = server.add("/x.bin", body, stall=True)
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{url}\n{url}\n{url}\nftp://bad/x\n")
+    out = tmp_path / "out"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "downloader", str(listing), "-o", str(out), "-q", env=ENV
+    )
+    for _ in range(1000):  # until the first request has arrived (and stalls)
+        if server.requests.get("/x.bin") or proc.returncode is not None:
+            break
+        await asyncio.sleep(0.01)
+    proc.kill()
+    await proc.wait()
+    assert server.requests.get("/x.bin") == 1
+    server.paths["/x.bin"].stall = False
+    code, _, err = await run_cli("--retry", "-o", str(out), "-q")
+    assert (out / "x.bin").read_bytes() == body
+    assert server.requests["/x.bin"] == 2
+    by_line = {e["line"]: e for e in report(out)["entries"]}
+    assert by_line[1]["status"] == "complete"
+    assert [by_line[n]["error"] for n in (2, 3)] == ["duplicate of line 1"] * 2
+    assert "unsupported scheme" in by_line[4]["error"]
+    assert code == 1 and "unsupported scheme" in err
+
+
 async def test_demo_runs_offline(tmp_path: Path) -> None:
     code, _, err = await run_cli("--demo", "-o", str(tmp_path / "demo"))
     assert code == 1

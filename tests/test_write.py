@@ -1,4 +1,4 @@
-"""The write path: chunks bigger than a slice, and short writes, land whole."""
+"""The write path: big chunks and short writes land whole; allocator tuning is optional."""
 
 from __future__ import annotations
 
@@ -31,3 +31,13 @@ def test_write_all_slices_and_finishes_short_writes(
         os.close(fd)
     assert (tmp_path / "f").read_bytes() == data
     assert max(sizes) <= WRITE_SLICE
+
+
+def test_malloc_tuning_is_optional(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Python built without ctypes (or a libc without mallopt) still runs."""
+    import sys
+
+    from downloader import _malloc
+
+    monkeypatch.setitem(sys.modules, "ctypes", None)
+    assert _malloc.tune() is False

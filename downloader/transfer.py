@@ -41,8 +41,6 @@ from .retry import RetryPolicy, as_download_error, parse_retry_after
 from .segments import Segmented, open_segmented, plan, splittable
 from .state import RunState, redact_url, strip_userinfo
 
-#: Python's buffered writer gathers the network's small reads into writes of
-#: this size: one system call per MiB instead of one per read.
 #: Parts smaller than this keep their resume metadata in memory only: after a
 #: crash they restart, which costs less than a metadata file per small file.
 PERSIST_MIN = 256 * 1024

@@ -58,7 +58,10 @@ async def throttled(request):
         left = end - start + 1
         while left:
             chunk = f.read(min(65536, left))
-            await resp.write(chunk)
+            try:
+                await resp.write(chunk)
+            except ConnectionError:  # the client has what it wanted (a segment's end)
+                return resp
             left -= len(chunk)
             await asyncio.sleep(len(chunk) / rate)
     return resp

@@ -18,8 +18,8 @@ MIN_SEGMENT = 4 * 1024 * 1024
 DEFAULT_SPLIT = 1
 #: Largest single write(2). aiohttp hands over chunks of up to 256 KiB; on
 #: the benchmark machine (Linux 6.18, ext4) writing those whole ran a 1 GiB
-#: download at 340-1,300 MiB/s from one run to the next (the kernel's copy
-#: into large page-cache folios), in 64 KiB slices at a steady 930-990.
+#: download at 340-1,300 MiB/s from one run to the next (perf: the kernel's
+#: copy into the page cache), in 64 KiB slices at a steady 900-985.
 WRITE_SLICE = 64 * 1024
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:i?[bB])?\s*$")

@@ -165,14 +165,20 @@ async def test_hostile_list_against_hostile_server(server: FaultServer, tmp_path
     assert len(schemes) == 3 and all(e["status"] == "failed" for e in schemes)
 
 
-async def test_overwrite_replaces_a_planted_symlink_not_its_target(
-    server: FaultServer, tmp_path: Path
-) -> None:
+def _plant_link(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """An output folder whose ``name`` is a symlink to a file outside it."""
     out = tmp_path / "out"
     out.mkdir()
     victim = tmp_path / "victim.txt"
     victim.write_text("keep")
-    os.symlink(victim, out / "f.bin")
+    os.symlink(victim, out / name)
+    return out, victim
+
+
+async def test_overwrite_replaces_a_planted_symlink_not_its_target(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    out, victim = _plant_link(tmp_path, "f.bin")
     url = server.add("/f.bin", b"fresh")
     results = await Downloader(out, progress=False, overwrite=True).download([url])
     assert results.complete
@@ -181,11 +187,7 @@ async def test_overwrite_replaces_a_planted_symlink_not_its_target(
 
 
 async def test_part_symlink_is_not_followed(server: FaultServer, tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    out.mkdir()
-    victim = tmp_path / "victim.txt"
-    victim.write_text("keep")
-    os.symlink(victim, out / "g.bin.part")
+    out, victim = _plant_link(tmp_path, "g.bin.part")
     url = server.add("/g.bin", b"data")
     results = await Downloader(out, progress=False).download([url])
     assert results.complete and (out / "g.bin").read_bytes() == b"data"

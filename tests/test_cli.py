@@ -282,6 +282,47 @@ async def test_kill_9_with_duplicates_then_retry_runs_one_transfer_per_file(
     assert code == 1 and "unsupported scheme" in err
 
 
+async def test_a_write_error_fails_that_file_only(server: FaultServer, tmp_path: Path) -> None:
+    """A file the disk refuses (here: over RLIMIT_FSIZE) fails with the
+    reason, keeps its .part, and the other entries still complete."""
+    import resource
+
+    big = server.add("/big.bin", blob(3_000_000, 1))
+    small = server.add("/small.bin", blob(20_000, 2))
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{big}\n{small}\n")
+    out = tmp_path / "out"
+    limit = 1_000_000
+
+    def cap_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "downloader",
+        str(listing),
+        "-o",
+        str(out),
+        "--no-progress",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=ENV,
+        preexec_fn=cap_file_size,
+    )
+    _, err = await proc.communicate()
+    assert proc.returncode == 1
+    assert "cannot write big.bin.part: File too large" in err.decode()
+    assert not (out / "big.bin").exists()
+    assert (out / "big.bin.part").stat().st_size == limit
+    assert (out / "small.bin").read_bytes() == blob(20_000, 2)
+    assert {e["path"]: e["status"] for e in report(out)["entries"]} == {
+        "big.bin": "failed",
+        "small.bin": "complete",
+    }
+
+
 async def test_demo_runs_offline(tmp_path: Path) -> None:
     code, _, err = await run_cli("--demo", "-o", str(tmp_path / "demo"))
     assert code == 1

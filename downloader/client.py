@@ -261,12 +261,19 @@ class Downloader:
         elif secret:
             self._secrets[i] = (urls, headers)
 
+    def _sources(self, data: dict[str, Any]) -> tuple[tuple[str, ...], Mapping[str, str]]:
+        """A recorded entry's URLs and headers, with its credentials when this
+        process still has them, and with none at all (not ``***``) otherwise."""
+        if data["i"] in self._secrets:
+            return self._secrets[data["i"]]
+        urls: tuple[str, ...] = (data["url"], *data.get("mirrors", ()))
+        if data.get("secret"):
+            urls = tuple(strip_userinfo(u) for u in urls)
+        return urls, data.get("headers") or {}
+
     def _entry_of(self, data: dict[str, Any]) -> Entry:
         """A recorded entry as an :class:`Entry` again, under its recorded name."""
-        urls: tuple[str, ...] = (data["url"], *data.get("mirrors", ()))
-        headers: Mapping[str, str] = data.get("headers") or {}
-        if data["i"] in self._secrets:
-            urls, headers = self._secrets[data["i"]]
+        urls, headers = self._sources(data)
         return Entry(
             urls[0],
             out=data["path"],
@@ -284,16 +291,11 @@ class Downloader:
                 continue
             if only is not None and i not in only:
                 continue
-            urls = (data["url"], *data.get("mirrors", ()))
-            headers = data.get("headers") or {}
-            if i in self._secrets:
-                urls, headers = self._secrets[i]
-            elif data.get("secret"):  # credentials were never saved: none at all, not "***"
-                urls = tuple(strip_userinfo(u) for u in urls)
+            urls, headers = self._sources(data)
             checksum = data.get("checksum")
             yield Job(
                 index=i,
-                urls=tuple(urls),
+                urls=urls,
                 path=data["path"],
                 checksum=parse_checksum(checksum) if checksum else None,
                 headers=headers,

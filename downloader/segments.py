@@ -20,6 +20,7 @@ import aiohttp
 from .config import MIN_SEGMENT, WRITE_SLICE
 from .errors import HTTPStatusError, RestartNeeded, TruncatedError
 from .retry import as_download_error, parse_retry_after
+from .writes import write_all
 
 if TYPE_CHECKING:
     from .transfer import Transfer
@@ -172,21 +173,18 @@ class Segmented:
             raise TruncatedError(f"segment ended at byte {seg[2]} of {seg[0]}-{end - 1}")
 
     def _write(self, data: bytes, seg: list[int]) -> None:
-        """Each chunk goes to its offset as it comes: no copy into a buffer of
-        our own, and ``seg[2]`` only ever counts bytes the kernel took."""
-        pos = seg[2]
-        done = 0
+        """Each chunk goes to its offset as it comes, with no copy into a buffer
+        of our own; ``seg[2]`` counts it only once it is all written."""
         try:
-            view = memoryview(data)
             n = len(data)
-            while done < n:  # in slices (see WRITE_SLICE); also finishes a short write
-                done += os.pwrite(self.fd, view[done : done + WRITE_SLICE], pos + done)
+            done = os.pwrite(self.fd, data, seg[2]) if n <= WRITE_SLICE else 0
+            if done != n:
+                write_all(self.fd, data, done, seg[2])
         except OSError as exc:
             from .transfer import LocalFileError
 
             raise LocalFileError(f"cannot write: {exc.strerror}") from exc
-        finally:
-            seg[2] = pos + done
+        seg[2] += len(data)
 
 
 def open_segmented(path: os.PathLike[str] | str, total: int | None, create: bool) -> int:

@@ -40,6 +40,7 @@ from .ratelimit import RateLimiter
 from .retry import RetryPolicy, as_download_error, parse_retry_after
 from .segments import Segmented, open_segmented, plan, splittable
 from .state import RunState, redact_url, strip_userinfo
+from .writes import write_all
 
 #: Parts smaller than this keep their resume metadata in memory only: after a
 #: crash they restart, which costs less than a metadata file per small file.
@@ -634,16 +635,3 @@ class Transfer:
             os.close(fd)
             self.ctx.received += received
         return offset + received
-
-
-def write_all(fd: int, data: bytes, done: int = 0) -> None:
-    """Write ``data[done:]`` whole, in slices of at most WRITE_SLICE.
-
-    Also finishes a short write (a signal, a full disk: on a regular file
-    the kernel may take less than it is given, and raises only on the next
-    try).
-    """
-    view = memoryview(data)
-    n = len(data)
-    while done < n:
-        done += os.write(fd, view[done : done + WRITE_SLICE])

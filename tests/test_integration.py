@@ -404,6 +404,23 @@ async def test_retry_in_a_new_process_sends_no_placeholder_credentials(
     assert "Authorization" not in last
 
 
+async def test_retry_of_older_results_sends_no_placeholder_credentials(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """Results made by a process that never had the credentials, retried
+    after another run was recorded: their entries carry no ``***`` user."""
+    server.add("/c.bin", b"c", statuses=[503, 503])
+    port = server.base.rsplit(":", 1)[1]
+    url = f"http://u:secret@127.0.0.1:{port}/c.bin"
+    await Downloader(tmp_path, progress=False, retries=0).download([url])
+    second = await Downloader(tmp_path, progress=False, retries=0, quiet=True).retry()
+    assert second.failed and "***" not in second.failed[0].entry.url  # type: ignore[union-attr]
+    await Downloader(tmp_path, progress=False).download([server.add("/other.bin", b"o")])
+    again = await Downloader(tmp_path, progress=False, quiet=True).retry(second)
+    assert again.complete
+    assert "Authorization" not in server.request_log[-1][2]
+
+
 async def test_a_failing_progress_callback_does_not_stop_the_run(
     server: FaultServer, tmp_path: Path
 ) -> None:

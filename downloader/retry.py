@@ -17,6 +17,7 @@ import aiohttp
 from .errors import (
     ConnectionFailed,
     DownloadError,
+    HTTPStatusError,
     StallError,
     TruncatedError,
 )
@@ -40,6 +41,10 @@ class RetryPolicy:
             return max(min(retry_after, self.retry_after_cap), backoff)
         return backoff
 
+    def delay_after(self, failures: int, err: DownloadError) -> float:
+        """:meth:`delay` after ``err``, honouring the server's Retry-After."""
+        return self.delay(failures, err.retry_after if isinstance(err, HTTPStatusError) else None)
+
 
 def parse_retry_after(value: str | None) -> float | None:
     """``Retry-After`` as seconds from now: delta-seconds or an HTTP date."""
@@ -55,6 +60,14 @@ def parse_retry_after(value: str | None) -> float | None:
     if when is None:
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def status_error(resp: aiohttp.ClientResponse) -> HTTPStatusError:
+    """The error for an answer that is not the one asked for, with the wait
+    the server asked for (``Retry-After``), if any."""
+    return HTTPStatusError(
+        resp.status, resp.reason or "", parse_retry_after(resp.headers.get("Retry-After"))
+    )
 
 
 def as_download_error(exc: BaseException, timeout: float) -> DownloadError:

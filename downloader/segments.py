@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from .config import MIN_SEGMENT, WRITE_SLICE
-from .errors import HTTPStatusError, RestartNeeded, TruncatedError
-from .retry import as_download_error, parse_retry_after
+from .errors import RestartNeeded, TruncatedError
+from .retry import as_download_error, status_error
 from .writes import write_all
 
 if TYPE_CHECKING:
@@ -110,7 +110,6 @@ class Segmented:
         t = self.t
         ctx = t.ctx
         while seg[2] < seg[1]:
-            retry_after = None
             try:
                 t.attempts += 1
                 async with ctx.hosts.slot(self.url):
@@ -126,9 +125,7 @@ class Segmented:
             t.failures += 1
             if t.failures > ctx.settings.retries:
                 raise err
-            if isinstance(err, HTTPStatusError):
-                retry_after = err.retry_after
-            await asyncio.sleep(ctx.policy.delay(t.failures, retry_after))
+            await asyncio.sleep(ctx.policy.delay_after(t.failures, err))
 
     async def _request(self, seg: list[int]) -> None:
         meta = self.meta
@@ -136,11 +133,7 @@ class Segmented:
             if resp.status == 200:
                 raise RestartNeeded("server ignored a segment's range; fetching whole")
             if resp.status != 206:
-                raise HTTPStatusError(
-                    resp.status,
-                    resp.reason or "",
-                    parse_retry_after(resp.headers.get("Retry-After")),
-                )
+                raise status_error(resp)
             from .transfer import check_partial
 
             check_partial(meta, resp, seg[2])

@@ -28,7 +28,6 @@ from .config import WRITE_SLICE, Settings
 from .errors import (
     ChecksumMismatch,
     DownloadError,
-    HTTPStatusError,
     RestartNeeded,
     TruncatedError,
     UnsafeNameError,
@@ -37,7 +36,7 @@ from .models import Status
 from .naming import Namer, server_name, target
 from .progress import Activity
 from .ratelimit import RateLimiter
-from .retry import RetryPolicy, as_download_error, parse_retry_after
+from .retry import RetryPolicy, as_download_error, status_error
 from .segments import Segmented, open_segmented, plan, splittable
 from .state import RunState, redact_url, strip_userinfo
 from .writes import write_all
@@ -306,8 +305,7 @@ class Transfer:
                 later = [i for i in alive if i > mirror]
                 mirror = later[0] if later else alive[0]
             if err.transient:
-                retry_after = err.retry_after if isinstance(err, HTTPStatusError) else None
-                await asyncio.sleep(self.ctx.policy.delay(self.failures, retry_after))
+                await asyncio.sleep(self.ctx.policy.delay_after(self.failures, err))
 
     async def _existing(self, final: Path) -> Outcome | None:
         """Skip a final file that is already there (unless it fails its checksum)."""
@@ -461,9 +459,7 @@ class Transfer:
                 await self._range_unsatisfiable(resp, part, offset)
                 return
             if status not in (200, 206):
-                raise HTTPStatusError(
-                    status, resp.reason or "", parse_retry_after(resp.headers.get("Retry-After"))
-                )
+                raise status_error(resp)
             if settings.content_disposition:
                 self._server_name(resp)
             if status == 206:

@@ -23,15 +23,18 @@ from .progress import Mode, Progress, ProgressEvent
 from .ratelimit import RateLimiter
 from .retry import RetryPolicy
 from .scheduler import run_window
-from .state import SECRET_HEADERS, RunState, redact_text, redact_url, strip_userinfo
+from .state import (
+    SECRET_HEADERS,
+    RunState,
+    has_userinfo,
+    redact_text,
+    redact_url,
+    strip_userinfo,
+)
 from .transfer import Context, HostLimits, Job, Outcome, Transfer
 from .urllist import entries_from, parse_checksum
 
 T = TypeVar("T")
-
-
-def _has_secret(url: str) -> bool:
-    return "@" in url.partition("://")[2].partition("/")[0]
 
 
 class Downloader:
@@ -228,7 +231,7 @@ class Downloader:
     def _add(self, state: RunState, namer: Namer, entry: Entry) -> None:
         urls = entry.urls
         headers = dict(entry.headers or {})
-        secret = any(_has_secret(u) for u in urls) or any(
+        secret = any(has_userinfo(u) for u in urls) or any(
             k.lower() in SECRET_HEADERS for k in headers
         )
         data: dict[str, Any] = {

@@ -76,25 +76,37 @@ class Ledger:
         return _STATUSES[self.status[i]]
 
 
+def _split_userinfo(url: str) -> tuple[str, str, str] | None:
+    """``(scheme, user info, the rest)`` of a URL with user info, else None."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, tail = rest.partition("/")
+    if not sep or "@" not in authority:
+        return None
+    userinfo, _, hostport = authority.rpartition("@")
+    return scheme, userinfo, f"{hostport}{slash}{tail}"
+
+
+def has_userinfo(url: str) -> bool:
+    """Whether the URL carries ``user:password@``."""
+    return "@" in url and _split_userinfo(url) is not None
+
+
+def host_of(url: str) -> str:
+    """``host[:port]`` of a URL, lower-cased, without any user info."""
+    return url.partition("://")[2].partition("/")[0].rpartition("@")[2].lower()
+
+
 def redact_url(url: str) -> str:
     """The URL with any ``user:password@`` replaced, for reports and logs."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    authority, slash, tail = rest.partition("/")
-    if "@" not in authority:
-        return url
-    return f"{scheme}://***@{authority.rpartition('@')[2]}{slash}{tail}"
+    parts = _split_userinfo(url) if "@" in url else None
+    return url if parts is None else f"{parts[0]}://***@{parts[2]}"
 
 
 def strip_userinfo(url: str) -> str:
     """The URL without any ``user:password@`` (for a request that must not,
     or cannot, carry them)."""
-    scheme, sep, rest = url.partition("://")
-    authority, slash, tail = rest.partition("/")
-    if not sep or "@" not in authority:
-        return url
-    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{tail}"
+    parts = _split_userinfo(url) if "@" in url else None
+    return url if parts is None else f"{parts[0]}://{parts[2]}"
 
 
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")

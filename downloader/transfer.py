@@ -38,7 +38,7 @@ from .progress import Activity
 from .ratelimit import RateLimiter
 from .retry import RetryPolicy, as_download_error, status_error
 from .segments import Segmented, open_segmented, plan, splittable
-from .state import RunState, redact_url, strip_userinfo
+from .state import RunState, has_userinfo, host_of, redact_url, strip_userinfo
 from .writes import write_all
 
 #: Parts smaller than this keep their resume metadata in memory only: after a
@@ -92,7 +92,7 @@ class HostLimits:
         self._sems: dict[str, asyncio.Semaphore] = {}
 
     def _sem(self, url: str) -> asyncio.Semaphore:
-        host = url.partition("://")[2].partition("/")[0].rpartition("@")[2].lower()
+        host = host_of(url)
         sem = self._sems.get(host)
         if sem is None:
             assert self.limit is not None
@@ -133,8 +133,7 @@ class EnvProxies:
         self._cache: dict[str, tuple[URL | None, aiohttp.BasicAuth | None]] = {}
 
     def __call__(self, url: str) -> tuple[URL | None, aiohttp.BasicAuth | None]:
-        scheme, _, rest = url.partition("://")
-        key = scheme.lower() + "://" + rest.partition("/")[0].rpartition("@")[2].lower()
+        key = url.partition("://")[0].lower() + "://" + host_of(url)
         found = self._cache.get(key)
         if found is None:
             try:
@@ -426,9 +425,7 @@ class Transfer:
         settings = ctx.settings
         headers = dict(ctx.base_headers)
         headers.update(self.job.headers)
-        if "@" in url.partition("://")[2].partition("/")[0] and any(
-            k.lower() == "authorization" for k in headers
-        ):
+        if has_userinfo(url) and any(k.lower() == "authorization" for k in headers):
             url = strip_userinfo(url)  # an explicit Authorization header wins, as in curl
         if byte_range is not None and self.meta is not None:
             headers["Range"] = byte_range

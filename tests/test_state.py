@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from downloader.errors import NoRunError
-from downloader.state import RunState, redact_text, redact_url, strip_userinfo
+from downloader.state import (
+    RunState,
+    has_userinfo,
+    host_of,
+    redact_text,
+    redact_url,
+    strip_userinfo,
+)
 
 
 def test_journal_round_trip_and_torn_lines(tmp_path: Path) -> None:
@@ -43,4 +50,7 @@ def test_secrets_are_redacted() -> None:
     assert redact_url("https://u:p@h:1/a@b") == "https://***@h:1/a@b"
     assert redact_url("https://h/a@b") == "https://h/a@b"
     assert strip_userinfo("http://u:p@h/x") == "http://h/x"
+    assert strip_userinfo("http://h/a@b") == "http://h/a@b"
+    assert has_userinfo("http://u@h/") and not has_userinfo("http://h/a@b")
+    assert host_of("HTTP://u:p@Example.org:8080/a@b") == "example.org:8080"
     assert redact_text("see http://u:p@h/x and ftp://a@b") == "see http://***@h/x and ftp://***@b"

@@ -7,12 +7,13 @@ import signal
 import sys
 
 
-def _interrupt(signum: int, frame: object) -> None:
+def raise_interrupt(signum: int, frame: object) -> None:
+    """SIGTERM as Ctrl-C: one way out, the same clean-up."""
     raise KeyboardInterrupt
 
 
 def main() -> int:
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         from ._malloc import tune
 

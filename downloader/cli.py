@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from . import __version__
+from ._console import raise_interrupt
 from .client import Downloader
 from .config import DEFAULT_SPLIT, MIN_SEGMENT, parse_rate
 from .errors import DownloaderError, ListError, NoRunError
@@ -251,16 +252,12 @@ async def _run(
 def main(argv: Sequence[str] | None = None) -> int:
     # Until the run's own handlers are in place (opening a list that is a
     # named pipe can block), Ctrl-C and SIGTERM end the program quietly.
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         return _main(argv)
     except KeyboardInterrupt:
         _say("interrupted before anything was downloaded")
         return EXIT_INTERRUPTED
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def _main(argv: Sequence[str] | None) -> int:

@@ -217,7 +217,7 @@ class Namer:
 _NOBODY = -1
 
 
-def target(root: Path, relpath: str, *, create: bool = True) -> Path:
+def target(root: Path, relpath: str) -> Path:
     """The absolute path for ``relpath`` under ``root``, folders created.
 
     Each folder on the way is checked with ``lstat``: a symlink planted there
@@ -235,8 +235,6 @@ def target(root: Path, relpath: str, *, create: bool = True) -> Path:
         try:
             st = os.lstat(current)
         except FileNotFoundError:
-            if not create:
-                return root.joinpath(*parts)
             with contextlib.suppress(FileExistsError):
                 os.mkdir(current)
             continue

@@ -290,7 +290,7 @@ class Downloader:
         ledger = state.ledger
         for data in state.iter_entries():
             i = data["i"]
-            if ledger.status[i] in (1, 2) or data.get("path") is None or data.get("dup"):
+            if ledger.done(i) or data.get("path") is None or data.get("dup"):
                 continue
             if only is not None and i not in only:
                 continue
@@ -328,9 +328,7 @@ class Downloader:
             todo = sum(
                 1
                 for i in range(len(ledger))
-                if ledger.status[i] not in (1, 2)
-                and i not in ledger.invalid
-                and (only is None or i in only)
+                if not ledger.done(i) and i not in ledger.invalid and (only is None or i in only)
             )
         progress = Progress(self._progress_mode(), todo, s.on_progress)
         session = self._own_session or self._given_session
@@ -443,7 +441,7 @@ class Downloader:
                 for data in state.iter_entries()
                 if data.get("secret")
                 and data["i"] not in self._secrets
-                and ledger.status[data["i"]] not in (1, 2)
+                and not ledger.done(data["i"])
             )
             if lost:
                 _warn(
@@ -521,8 +519,7 @@ class Downloader:
         if state.entries_path.is_file():
             for data in state.iter_entries():
                 i = data["i"]
-                code = state.ledger.status[i]
-                status = ("failed", "complete", "skipped", "failed")[code]
+                status = state.ledger.outcome(i)
                 counts[status] += 1
                 if collect or status == "failed":
                     record = state.record_of(data)

@@ -30,6 +30,8 @@ from .naming import STATE_DIR
 
 _STATUSES: tuple[str, ...] = ("pending", "complete", "skipped", "failed")
 _CODE = {name: code for code, name in enumerate(_STATUSES)}
+_COMPLETE, _SKIPPED = _CODE["complete"], _CODE["skipped"]
+_OUTCOMES: tuple[Status, ...] = ("failed", "complete", "skipped", "failed")
 #: Header values that are secrets: kept out of every file the tool writes.
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
@@ -73,7 +75,16 @@ class Ledger:
             self.errors[i] = error
 
     def status_of(self, i: int) -> str:
+        """The raw status, ``pending`` included."""
         return _STATUSES[self.status[i]]
+
+    def done(self, i: int) -> bool:
+        """Complete or skipped: nothing left to do for entry ``i``."""
+        return self.status[i] in (_COMPLETE, _SKIPPED)
+
+    def outcome(self, i: int) -> Status:
+        """The status a report gives: one never finished counts as failed."""
+        return _OUTCOMES[self.status[i]]
 
 
 def _split_userinfo(url: str) -> tuple[str, str, str] | None:
@@ -264,7 +275,7 @@ class RunState:
         return Record(
             url=redact_url(data["url"]),
             path=led.paths.get(i, data.get("path")),
-            status=led.status_of(i) if led.status[i] else "failed",  # type: ignore[arg-type]
+            status=led.outcome(i),
             bytes=led.bytes[i],
             attempts=led.attempts[i],
             error=led.errors.get(i) if led.status[i] else "not started (run interrupted)",

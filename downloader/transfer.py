@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import os
 import re
@@ -50,11 +51,8 @@ _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECA
 
 
 class _AlreadyThere(Exception):
-    """The server named a file that is already in the output directory."""
-
-    def __init__(self, size: int) -> None:
-        super().__init__(size)
-        self.size = size
+    """The server named a file that is already in the output directory:
+    the response is dropped, and :meth:`Transfer._existing` decides."""
 
 
 class LocalFileError(DownloadError):
@@ -272,8 +270,15 @@ class Transfer:
             try:
                 await self._attempt(url, part)
                 return self._finish(final, part)
-            except _AlreadyThere as there:
-                return Outcome("skipped", there.size, self.attempts, None, self.cd_dest)
+            except _AlreadyThere:
+                assert self.cd_dest is not None
+                try:
+                    there = await self._existing(target(self.ctx.root, self.cd_dest), self.cd_dest)
+                except UnsafeNameError as exc:
+                    return Outcome("failed", 0, self.attempts, str(exc))
+                if there is None:  # fails its checksum: fetch it again, under that name
+                    continue
+                return dataclasses.replace(there, attempts=self.attempts, path=self.cd_dest)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -306,16 +311,18 @@ class Transfer:
             if err.transient:
                 await asyncio.sleep(self.ctx.policy.delay_after(self.failures, err))
 
-    async def _existing(self, final: Path) -> Outcome | None:
-        """Skip a final file that is already there (unless it fails its checksum)."""
+    async def _existing(self, final: Path, name: str | None = None) -> Outcome | None:
+        """Skip a final file that is already there (unless it fails its checksum);
+        ``name`` is how messages call it (the entry's path by default)."""
+        name = name or self.job.path
         try:
             st = os.stat(final)
         except FileNotFoundError:
             return None
         except OSError as exc:
-            return Outcome("failed", 0, 0, f"cannot use {self.job.path}: {exc.strerror}")
+            return Outcome("failed", 0, 0, f"cannot use {name}: {exc.strerror}")
         if not stat.S_ISREG(st.st_mode):
-            return Outcome("failed", 0, 0, f"{self.job.path} exists and is not a file")
+            return Outcome("failed", 0, 0, f"{name} exists and is not a file")
         if self.ctx.settings.overwrite:
             return None
         if self.job.checksum is not None:
@@ -369,10 +376,8 @@ class Transfer:
         if wanted == self.job.path:
             return
         self.cd_dest = self.ctx.namer.reserve(wanted)
-        if not self.ctx.settings.overwrite:
-            with contextlib.suppress(OSError):
-                st = os.stat(self.ctx.root / self.cd_dest)
-                raise _AlreadyThere(st.st_size)
+        if not self.ctx.settings.overwrite and os.path.lexists(self.ctx.root / self.cd_dest):
+            raise _AlreadyThere
 
     # -- one request -------------------------------------------------------
     def _resume_point(self, part: Path) -> int:

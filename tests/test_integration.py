@@ -350,6 +350,19 @@ async def test_content_disposition_names(server: FaultServer, tmp_path: Path) ->
     ]
 
 
+async def test_a_server_name_taken_by_a_folder_fails_not_skips(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """The server's name gets the same "already there" checks as a list name."""
+    (tmp_path / "report.pdf").mkdir()
+    url = server.add("/b", b"B", content_disposition='attachment; filename="report.pdf"')
+    results = await Downloader(tmp_path, progress=False, content_disposition=True).download([url])
+    [record] = list(results)
+    assert (record.status, record.path) == ("failed", "report.pdf")
+    assert record.error == "report.pdf exists and is not a file"
+    assert not (tmp_path / "b").exists() and not (tmp_path / "b.part").exists()
+
+
 async def test_part_name_of_one_entry_is_not_another_entrys_file(
     server: FaultServer, tmp_path: Path
 ) -> None:

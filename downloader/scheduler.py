@@ -17,8 +17,9 @@ T = TypeVar("T")
 async def run_window(items: Iterator[T], jobs: int, handle: Callable[[T], Awaitable[None]]) -> None:
     """Run ``handle`` on every item, at most ``jobs`` at once.
 
-    ``handle`` must not raise for an item's failure (it records it); anything
-    that escapes is a bug and cancels the other workers.
+    An exception that escapes ``handle`` cancels the other workers and is
+    raised: the run of files records each failure instead, the segments of
+    one file stop together.
     """
 
     async def worker() -> None:

@@ -20,6 +20,7 @@ import aiohttp
 from .config import MIN_SEGMENT, WRITE_SLICE
 from .errors import RestartNeeded, TruncatedError
 from .retry import as_download_error, status_error
+from .scheduler import run_window
 from .writes import write_all
 
 if TYPE_CHECKING:
@@ -65,26 +66,25 @@ class Segmented:
     ) -> None:
         """Fill every segment; ``first`` (a whole-body 200) serves segment 0,
         then gives its host slot back (``release_first``) for the others."""
-        todo = [s for s in self.segments if s[2] < s[1]]
-        queue: asyncio.Queue[list[int]] = asyncio.Queue()
-        for seg in todo:
-            if not (first is not None and seg is self.segments[0]):
-                queue.put_nowait(seg)
-        workers = []
-        if first is not None and self.segments[0][2] < self.segments[0][1]:
-            workers.append(asyncio.ensure_future(self._first(first, release_first)))
+        segments = self.segments
+        lead = []
+        if first is not None and segments[0][2] < segments[0][1]:
+            lead.append(self._first(first, release_first))
         else:
             release_first()
-        n = max(1, self.t.ctx.settings.split - len(workers))
-        workers += [asyncio.ensure_future(self._worker(queue)) for _ in range(n)]
+        todo = [s for s in segments if s[2] < s[1] and not (lead and s is segments[0])]
+        n = max(1, self.t.ctx.settings.split - len(lead))
+        tasks = [
+            asyncio.ensure_future(c) for c in (*lead, run_window(iter(todo), n, self._segment))
+        ]
         saver = asyncio.ensure_future(self._save_forever())
         try:
-            await asyncio.gather(*workers)
+            await asyncio.gather(*tasks)
         finally:
             saver.cancel()
-            for w in workers:
-                w.cancel()
-            await asyncio.gather(*workers, saver, return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, saver, return_exceptions=True)
             self._save()
         if any(s[2] < s[1] for s in self.segments):
             raise TruncatedError("a segment ended early")
@@ -100,10 +100,6 @@ class Segmented:
         while True:
             await asyncio.sleep(_SAVE_EVERY)
             self._save()
-
-    async def _worker(self, queue: asyncio.Queue[list[int]]) -> None:
-        while not queue.empty():
-            await self._segment(queue.get_nowait())
 
     async def _segment(self, seg: list[int]) -> None:
         """One segment's requests: retried alone, each resuming where it stopped."""

@@ -266,7 +266,6 @@ class Transfer:
         while True:
             url = job.urls[mirror]
             tried.add(mirror)
-            self.attempts += 1
             try:
                 await self._attempt(url, part)
                 return self._finish(final, part)
@@ -411,10 +410,11 @@ class Transfer:
         ctx = self.ctx
         offset = self._resume_point(part)
         if offset and self.meta is not None and self.meta.get("segments"):
-            self.attempts -= 1  # no request of its own: each segment counts its requests
+            # no request of its own: each segment counts the requests it sends
             await self._run_segments(url, part, None, _nothing, create=False)
             return
         release = await ctx.hosts.acquire(url)
+        self.attempts += 1  # attempts are requests sent, here and per segment
         try:
             await self._request(url, part, offset, release)
         finally:

@@ -357,17 +357,21 @@ class Downloader:
             state.close()
             if own:
                 await session.close()
-            results = self._results(state, collect, interrupted)
+            results = Results(interrupted=interrupted)
             results.bytes_downloaded = ctx.received
             results.elapsed = time.monotonic() - t0
             results.output_dir = str(s.output_dir)
             results.attempted = todo
             results.run_id = state.run_id
             results.partial = state.partial
+            # One pass over the entries fills the results and the report.
+            records = self._collect(state, results, collect)
             try:
-                state.write_report(_summary(results), s.report)
+                state.write_report(records, lambda: _summary(results), s.report)
             except OSError as exc:
                 _warn(f"cannot write the report to {exc.filename or s.report}: {exc.strerror}")
+            for _ in records:  # the results are whole even when the report is not
+                pass
             self.last_results = results
             self._stop = None
         return results
@@ -513,22 +517,20 @@ class Downloader:
         )
         progress.end(key, act, record)
 
-    def _results(self, state: RunState, collect: bool, interrupted: bool) -> Results:
-        results = Results(interrupted=interrupted)
+    def _collect(self, state: RunState, results: Results, collect: bool) -> Iterator[Record]:
+        """Every entry's record, in list order, counted into ``results`` as it
+        passes (and kept there when ``collect``, or when it failed)."""
         counts = {"complete": 0, "skipped": 0, "failed": 0}
-        if state.entries_path.is_file():
-            for data in state.iter_entries():
-                i = data["i"]
-                status = state.ledger.outcome(i)
-                counts[status] += 1
-                if collect or status == "failed":
-                    record = state.record_of(data)
-                    record.index = i
-                    if status == "failed" and data.get("path") is not None:
-                        record.entry = self._entry_of(data)
-                    results.append(record)
         results._counts = counts
-        return results
+        for data, record in state.records():
+            status = record.status
+            counts[status] += 1
+            if collect or status == "failed":
+                record.index = data["i"]
+                if status == "failed" and data.get("path") is not None:
+                    record.entry = self._entry_of(data)
+                results.append(record)
+            yield record
 
 
 def _warn(message: str) -> None:

@@ -20,7 +20,7 @@ import re
 import time
 import uuid
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -282,20 +282,32 @@ class RunState:
             line=data.get("line"),
         )
 
-    def write_report(self, summary: dict[str, Any], extra: Path | None = None) -> None:
-        """Stream the report to disk: memory does not grow with the run."""
+    def records(self) -> Iterator[tuple[dict[str, Any], Record]]:
+        """Every recorded entry with its outcome, in list order (one pass)."""
+        if self.entries_path.is_file():
+            for data in self.iter_entries():
+                yield data, self.record_of(data)
+
+    def write_report(
+        self,
+        records: Iterable[Record],
+        summary: Callable[[], dict[str, Any]],
+        extra: Path | None = None,
+    ) -> None:
+        """Stream the report to disk: memory does not grow with the run.
+        ``summary`` is asked for once every record is written (it may count
+        them as they pass)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.report_path.with_name("report.json.tmp")
         with open(tmp, "w", encoding="utf-8") as f:
             f.write('{"entries": [')
             first = True
-            if self.entries_path.is_file():
-                for data in self.iter_entries():
-                    f.write("\n  " if first else ",\n  ")
-                    first = False
-                    f.write(json.dumps(self.record_of(data).to_dict(), ensure_ascii=False))
+            for record in records:
+                f.write("\n  " if first else ",\n  ")
+                first = False
+                f.write(json.dumps(record.to_dict(), ensure_ascii=False))
             f.write("\n],\n" if not first else "],\n")
-            f.write('"summary": ' + json.dumps(summary, indent=2, ensure_ascii=False) + "}\n")
+            f.write('"summary": ' + json.dumps(summary(), indent=2, ensure_ascii=False) + "}\n")
         os.replace(tmp, self.report_path)
         if extra is not None:
             # after the run's own report is safe: a bad --report path loses nothing

@@ -444,3 +444,16 @@ async def test_a_failing_progress_callback_does_not_stop_the_run(
 
     results = await Downloader(tmp_path, progress=False, on_progress=boom).download(urls)
     assert len(results.complete) == 3
+
+
+async def test_results_are_whole_when_the_report_cannot_be_written(
+    server: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The results and the report come from one pass; a report that fails
+    half-way does not cut the results short."""
+    (tmp_path / ".downloader" / "report.json.tmp").mkdir(parents=True)
+    urls = [server.add("/ok.bin", b"ok"), server.url("/missing.bin")]
+    results = await Downloader(tmp_path, progress=False).download(urls)
+    assert [r.status for r in results] == ["complete", "failed"]
+    assert results.counts == {"complete": 1, "skipped": 0, "failed": 1}
+    assert "cannot write the report" in capsys.readouterr().err

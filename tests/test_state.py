@@ -35,7 +35,7 @@ def test_journal_round_trip_and_torn_lines(tmp_path: Path) -> None:
     assert again.ledger.status_of(0) == "failed" and again.ledger.errors[0] == weird
     assert again.ledger.paths[1] == "sub/ünï.bin" and again.ledger.bytes[1] == 5
     assert again.ledger.status_of(2) == "pending"
-    again.write_report({"total": 3})
+    again.write_report((record for _, record in again.records()), lambda: {"total": 3})
     report = json.loads(again.report_path.read_text())
     assert [e["status"] for e in report["entries"]] == ["failed", "complete", "failed"]
     assert report["entries"][2]["error"] == "not started (run interrupted)"

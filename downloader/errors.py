@@ -65,6 +65,10 @@ class ConnectionFailed(DownloadError):
     transient = True
 
 
+class LocalFileError(DownloadError):
+    """Writing on this machine failed (disk full, permissions): no retry helps."""
+
+
 class ChecksumMismatch(DownloadError):
     """The bytes do not match the ``checksum=`` asked for."""
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from .config import MIN_SEGMENT, WRITE_SLICE
-from .errors import RestartNeeded, TruncatedError
+from .errors import LocalFileError, RestartNeeded, TruncatedError
 from .retry import as_download_error, status_error
 from .scheduler import run_window
 from .writes import write_all
@@ -170,8 +170,6 @@ class Segmented:
             if done != n:
                 write_all(self.fd, data, done, seg[2])
         except OSError as exc:
-            from .transfer import LocalFileError
-
             raise LocalFileError(f"cannot write: {exc.strerror}") from exc
         seg[2] += len(data)
 

@@ -29,6 +29,7 @@ from .config import WRITE_SLICE, Settings
 from .errors import (
     ChecksumMismatch,
     DownloadError,
+    LocalFileError,
     RestartNeeded,
     TruncatedError,
     UnsafeNameError,
@@ -53,10 +54,6 @@ _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECA
 class _AlreadyThere(Exception):
     """The server named a file that is already in the output directory:
     the response is dropped, and :meth:`Transfer._existing` decides."""
-
-
-class LocalFileError(DownloadError):
-    """Writing on this machine failed (disk full, permissions): no retry helps."""
 
 
 @dataclass(slots=True)
@@ -465,7 +462,7 @@ class Transfer:
             if settings.content_disposition:
                 self._server_name(resp)
             if status == 206:
-                total = self._check_partial(resp, offset)
+                total: int | None = check_partial(self.meta or {}, resp, offset)
             else:
                 if offset:
                     # The old part goes before the new metadata is saved: a
@@ -558,11 +555,6 @@ class Transfer:
                 self._verify(hasher.hexdigest())
             return
         raise RestartNeeded("server refused the range (416); restarting from byte 0")
-
-    def _check_partial(self, resp: aiohttp.ClientResponse, offset: int) -> int | None:
-        """The total length of the resource a 206 continues, which must be the
-        recorded one (see :func:`check_partial`)."""
-        return check_partial(self.meta or {}, resp, offset)
 
     def _start_part(
         self, part: Path, url: str, resp: aiohttp.ClientResponse, total: int | None

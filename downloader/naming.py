@@ -165,12 +165,23 @@ class Namer:
     It must remember every name of the run, so it keeps them compact: a
     64-bit digest of each name maps to the claiming entry, whose URL digest
     and line sit in arrays (about 40 bytes an entry, not a few hundred).
+
+    Many entries can want one name (every ``download.php?id=N``, every URL
+    ending in ``/``); each of them must cost the same, not one more try per
+    earlier one. So a name that collided remembers the last number it handed
+    out (``f.bin`` -> 7: the next one starts at ``f.8.bin``), and an entry
+    that got a number is found again by its URL and name (its duplicates).
+    Nothing below that number can have become free: names are never given back.
     """
 
     def __init__(self) -> None:
         self._taken = _DigestTable()
         self._urls = array("q")
         self._refs = array("i")
+        #: name -> the last number handed out for it (names that collided only)
+        self._last = _DigestTable()
+        #: (URL, name) -> the number that entry got (entries that got one only)
+        self._numbers = _DigestTable()
 
     def _free(self, candidate: str, key: int) -> bool:
         """A name is free when no entry holds it, and it is nobody's
@@ -181,37 +192,56 @@ class Namer:
             return False
         return not (candidate.endswith(".part") and taken.get(_digest(candidate[:-5])) is not None)
 
+    def _next_free(self, relpath: str) -> tuple[str, int]:
+        """The first free ``relpath`` with a number, after the last one handed out."""
+        base = _digest(relpath)
+        n = self._last.get(base) or 0
+        while True:
+            n += 1
+            candidate = numbered(relpath, n)
+            if self._free(candidate, _digest(candidate)):
+                self._last.put(base, n)
+                return candidate, n
+
+    def _ref(self, entry: int) -> str:
+        ref = self._refs[entry]
+        return f"line {ref}" if ref > 0 else f"entry {-ref}"
+
     def claim(self, url: str, relpath: str, line: int | None) -> tuple[str, str | None]:
         """Return ``(path, None)``, or ``(path, "line N")`` for a duplicate of
-        an earlier entry (``"entry N"`` when that one came from no list)."""
+        an earlier entry with the same URL and name (``"entry N"`` when that
+        one came from no list): the path is then that entry's."""
         key = _digest(url)
         me = len(self._urls)
         self._urls.append(key)
         self._refs.append(line if line is not None else -(me + 1))
-        candidate, n = relpath, 0
-        while True:
-            name_key = _digest(candidate)
-            held = self._taken.get(name_key)
-            if held is not None and held >= 0 and self._urls[held] == key:
-                ref = self._refs[held]
-                return candidate, f"line {ref}" if ref > 0 else f"entry {-ref}"
-            if held is None and self._free(candidate, name_key):
-                self._taken.put(name_key, me)
-                return candidate, None
-            n += 1
-            candidate = numbered(relpath, n)
+        name_key = _digest(relpath)
+        held = self._taken.get(name_key)
+        if held is None and self._free(relpath, name_key):
+            self._taken.put(name_key, me)
+            return relpath, None
+        if held is not None and held >= 0 and self._urls[held] == key:
+            return relpath, self._ref(held)
+        pair = _digest(f"{url}\n{relpath}")
+        number = self._numbers.get(pair)
+        if number is not None:
+            candidate = numbered(relpath, number)
+            owner = self._taken.get(_digest(candidate))
+            assert owner is not None and owner >= 0
+            return candidate, self._ref(owner)
+        candidate, number = self._next_free(relpath)
+        self._taken.put(_digest(candidate), me)
+        self._numbers.put(pair, number)
+        return candidate, None
 
     def reserve(self, relpath: str) -> str:
         """A name like ``relpath`` that no entry of the run holds, for a name
         the server chose mid-run (``--content-disposition``)."""
-        candidate, n = relpath, 0
-        while True:
-            name_key = _digest(candidate)
-            if self._free(candidate, name_key):
-                self._taken.put(name_key, _NOBODY)
-                return candidate
-            n += 1
-            candidate = numbered(relpath, n)
+        candidate = relpath
+        if not self._free(relpath, _digest(relpath)):
+            candidate, _ = self._next_free(relpath)
+        self._taken.put(_digest(candidate), _NOBODY)
+        return candidate
 
 
 _NOBODY = -1

@@ -15,8 +15,8 @@ from downloader.naming import (
     Namer,
     clean_component,
     clean_out,
-    numbered,
     name_from_url,
+    numbered,
     target,
 )
 
@@ -233,12 +233,12 @@ def test_many_entries_wanting_one_name_cost_the_same_each(
 
     monkeypatch.setattr(naming, "numbered", counting)
     namer = Namer()
-    names = [namer.claim(f"http://h/download.php?id={i}", "download.php", i)[0] for i in range(2000)]
+    names = [namer.claim(f"http://h/d.php?id={i}", "download.php", i)[0] for i in range(2000)]
     assert names[:3] == ["download.php", "download.1.php", "download.2.php"]
     assert len(set(names)) == 2000
     assert namer.reserve("download.php") == "download.2000.php"
     assert tried <= 2 * 2000
-    assert namer.claim("http://h/download.php?id=1500", "download.php", 9) == (
+    assert namer.claim("http://h/d.php?id=1500", "download.php", 9) == (
         "download.1500.php",
         "line 1500",
     )

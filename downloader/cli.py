@@ -7,18 +7,21 @@ import asyncio
 import itertools
 import os
 import re
+import shlex
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from ._console import raise_interrupt
 from .client import Downloader
-from .config import DEFAULT_SPLIT, MIN_SEGMENT, parse_rate
+from .config import DEFAULT_SPLIT, MAX_TIMEOUT, MIN_SEGMENT, parse_rate
 from .errors import DownloaderError, ListError, NoRunError
 from .models import Entry, Results
 from .progress import summary_lines
+from .state import RunState
 from .urllist import header_problem, iter_list, split_header
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -48,6 +51,8 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
+    if not value <= MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"at most {MAX_TIMEOUT:.0f} seconds (a week): {text!r}")
     return value
 
 
@@ -260,6 +265,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+#: The options a run records for ``--retry``, and the types they must have.
+_RECORDED: dict[str, tuple[type, ...]] = {
+    "jobs": (int,),
+    "per_host": (int, type(None)),
+    "split": (int,),
+    "retries": (int,),
+    "timeout": (int, float),
+    "limit_rate": (int, type(None)),
+    "header": (list,),
+    "user_agent": (str, type(None)),
+    "overwrite": (bool,),
+    "content_disposition": (bool,),
+    "insecure": (bool,),
+    "max_redirects": (int,),
+}
+
+
+def _with_recorded(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None, output_dir: str
+) -> argparse.Namespace:
+    """``--retry`` continues with the options the run was started with (its
+    secrets excepted); an option given now wins. argparse fills in a default
+    only where the namespace has no value yet, so the recorded values go in
+    first and the command line is parsed over them."""
+    recorded = RunState(Path(output_dir)).recorded_settings()
+    start = argparse.Namespace()
+    for name, kinds in _RECORDED.items():
+        value: Any = recorded.get(name)
+        if name not in recorded or not isinstance(value, kinds):
+            continue
+        if name == "header":
+            value = [
+                (h[0], h[1])
+                for h in value
+                if isinstance(h, list) and len(h) == 2 and all(isinstance(x, str) for x in h)
+            ]
+        setattr(start, name, value)
+    return parser.parse_args(argv, namespace=start)
+
+
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -267,6 +312,8 @@ def _main(argv: Sequence[str] | None) -> int:
         from .demo import main as demo_main
 
         return demo_main(args)
+    if args.retry:
+        args = _with_recorded(parser, argv, args.output_dir or ".")
     if args.output_dir is None:
         args.output_dir = "."
     try:
@@ -330,18 +377,20 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.retry and results.attempted == 0 and not results.interrupted:
         if results.partial:
             return EXIT_FAILED
+        invalid = results.counts["failed"]
         if not args.quiet:
-            invalid = results.counts["failed"]
             why = f" ({invalid} invalid entr{'y' if invalid == 1 else 'ies'}: see the report)"
             _say(
                 f"nothing to retry: the last run in {args.output_dir!r} has nothing left to do"
                 + (why if invalid else "")
             )
+        # "a recorded run with nothing left to do is 0": invalid entries can
+        # never be retried, and a `until downloader --retry` loop must end
         return EXIT_OK
     for line in summary_lines(results, quiet=args.quiet):
         print(line, file=sys.stderr)
     if results.interrupted and not args.quiet:
-        _say(f"to continue: downloader --retry -o {args.output_dir}")
+        _say(f"to continue: downloader --retry -o {shlex.quote(args.output_dir)}")
     if results.interrupted:
         # A list still being read from standard input holds a reader thread
         # in a blocking read; leave without the interpreter's shutdown, which

@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar
 import aiohttp
 
 from . import __version__
-from .config import Settings, parse_rate
+from .config import SECRET_HEADERS, Settings, parse_rate
 from .errors import DownloaderError, DownloadError
 from .models import Entry, Record, Results
 from .naming import Namer, clean_out, name_from_url
@@ -24,7 +24,6 @@ from .ratelimit import RateLimiter
 from .retry import RetryPolicy
 from .scheduler import run_window
 from .state import (
-    SECRET_HEADERS,
     RunState,
     has_userinfo,
     redact_text,
@@ -105,6 +104,8 @@ class Downloader:
         self._secrets: dict[int, tuple[tuple[str, ...], dict[str, str]]] = {}
         self.last_results: Results | None = None
         self._namer = Namer()
+        #: (URL, path) -> the server's name for it in the previous run
+        self._held: dict[tuple[str, str], str] = {}
 
     # -- session -----------------------------------------------------------
     def _new_session(self) -> aiohttp.ClientSession:
@@ -116,12 +117,17 @@ class Downloader:
         )
         return aiohttp.ClientSession(
             connector=connector,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=s.timeout, sock_read=s.timeout),
+            timeout=self._timeout(),
             trust_env=False,  # proxies from the environment: see EnvProxies
             auto_decompress=False,
             read_bufsize=2**20,
             cookie_jar=aiohttp.DummyCookieJar(),
         )
+
+    def _timeout(self) -> aiohttp.ClientTimeout:
+        """``--timeout``: the connect and the longest silence, never the whole transfer."""
+        t = self.settings.timeout
+        return aiohttp.ClientTimeout(total=None, sock_connect=t, sock_read=t)
 
     async def __aenter__(self) -> Downloader:
         if self._given_session is None and self._own_session is None:
@@ -218,7 +224,7 @@ class Downloader:
         must know the entries that never started."""
         namer = self._namer = Namer()
         with lock:
-            state.begin()
+            state.begin(self.settings.recorded())
         for entry in source:
             with lock:
                 if stopping.is_set():
@@ -304,6 +310,7 @@ class Downloader:
                 headers=headers,
                 line=data.get("line"),
                 named=bool(data.get("out")),
+                server_name=self._held.get((data["url"], data["path"])) if self._held else None,
             )
 
     async def _execute(
@@ -321,7 +328,9 @@ class Downloader:
         else:
             self._make_output_dir()
             self._secrets.clear()
+            previous = state.server_names() if s.content_disposition else {}
             interrupted = await self._read_list(state, source)
+            self._hold(previous)
         ledger = state.ledger
         todo = 0
         if not interrupted:
@@ -345,6 +354,7 @@ class Downloader:
             limiter=RateLimiter(s.limit_rate) if s.limit_rate else None,
             base_headers={"User-Agent": s.user_agent, "Accept-Encoding": "identity", **s.headers},
             namer=self._namer,
+            timeout=self._timeout(),
         )
         try:
             if not interrupted:
@@ -429,9 +439,16 @@ class Downloader:
             state.close()
         return True
 
+    def _hold(self, previous: dict[tuple[str, str], str]) -> None:
+        """Names servers gave in the previous run stay with their entries: in
+        arrival order, another entry could get one, find the file there and
+        skip its own download."""
+        self._held = {key: name for key, name in previous.items() if self._namer.hold(name)}
+
     def _prepare_retry(self, state: RunState) -> None:
         s = self.settings
         ledger = state.ledger
+        self._held = {}  # finished entries keep their names through the claims below
         if s.content_disposition:
             # server-chosen names must stay clear of every name of the run
             self._namer = Namer()

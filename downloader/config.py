@@ -16,12 +16,18 @@ if TYPE_CHECKING:
 #: Smallest segment ``--split`` will make; smaller files are fetched whole.
 MIN_SEGMENT = 4 * 1024 * 1024
 DEFAULT_SPLIT = 1
+#: Longest --timeout: beyond it (``inf`` included) the event loop's timers overflow.
+MAX_TIMEOUT = 7 * 24 * 3600.0
 #: Largest single write(2). aiohttp hands over chunks of up to 256 KiB; on
 #: the benchmark machine (Linux 6.18, ext4) writing those whole ran a 1 GiB
 #: download at 340-1,300 MiB/s from one run to the next (perf: the kernel's
 #: copy into the page cache), in 64 KiB slices at a steady 900-985.
 WRITE_SLICE = 64 * 1024
 
+#: Header values that are secrets: kept out of every file the tool writes.
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+
+_DEFAULT_AGENT = f"downloader/{__version__}"
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:i?[bB])?\s*$")
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
@@ -49,7 +55,7 @@ class Settings:
     timeout: float = 30.0
     limit_rate: int | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
-    user_agent: str = f"downloader/{__version__}"
+    user_agent: str = _DEFAULT_AGENT
     overwrite: bool = False
     resume: bool = True
     content_disposition: bool = False
@@ -62,6 +68,24 @@ class Settings:
     progress: bool | Literal["lines"] | None = None
     on_progress: Callable[[ProgressEvent], Any] | None = None
 
+    def recorded(self) -> dict[str, Any]:
+        """What ``--retry`` continues with: the options that shape requests and
+        files, never secrets (Authorization, Cookie), never presentation."""
+        return {
+            "jobs": self.jobs,
+            "per_host": self.per_host,
+            "split": self.split,
+            "retries": self.retries,
+            "timeout": self.timeout,
+            "limit_rate": self.limit_rate,
+            "header": [[k, v] for k, v in self.headers.items() if k.lower() not in SECRET_HEADERS],
+            "user_agent": None if self.user_agent == _DEFAULT_AGENT else self.user_agent,
+            "overwrite": self.overwrite,
+            "content_disposition": self.content_disposition,
+            "insecure": self.insecure,
+            "max_redirects": self.max_redirects,
+        }
+
     def __post_init__(self) -> None:
         for name in ("jobs", "split"):
             if getattr(self, name) < 1:
@@ -71,7 +95,7 @@ class Settings:
                 raise ValueError(f"{name} must be 0 or more")
         if self.per_host is not None and self.per_host < 1:
             raise ValueError("per_host must be at least 1")
-        if self.timeout <= 0:
-            raise ValueError("timeout must be more than 0")
+        if not 0 < self.timeout <= MAX_TIMEOUT:
+            raise ValueError(f"timeout must be more than 0 and at most {MAX_TIMEOUT:.0f} seconds")
         if self.limit_rate is not None and self.limit_rate <= 0:
             raise ValueError("limit_rate must be more than 0")

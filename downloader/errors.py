@@ -20,6 +20,10 @@ class NoRunError(DownloaderError):
     """``--retry`` was asked for in a directory that holds no recorded run."""
 
 
+class StateDirError(DownloaderError):
+    """``DIR/.downloader`` cannot hold the run state (a symlink, a file, unwritable)."""
+
+
 class UnsafeNameError(DownloaderError, ValueError):
     """A requested file name would leave the output directory."""
 

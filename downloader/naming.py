@@ -21,7 +21,10 @@ from .errors import UnsafeNameError
 #: room for ``.part`` and a de-duplication suffix.
 MAX_NAME_BYTES = 240
 _MAX_EXT_BYTES = 24
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:]")
+#: Separators, and characters that are unsafe to print: C0 and C1 controls
+#: (0x9B is CSI on a terminal) and the bidirectional overrides that make
+#: ``txt.exe`` read as ``exe.txt``.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f/\\:\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _RESERVED = frozenset(
     ["CON", "PRN", "AUX", "NUL"]
     + [f"COM{i}" for i in range(1, 10)]
@@ -243,8 +246,26 @@ class Namer:
         self._taken.put(_digest(candidate), _NOBODY)
         return candidate
 
+    def hold(self, relpath: str) -> bool:
+        """Take exactly ``relpath`` for a name the server gave an entry in an
+        earlier run, if no entry of this run has it; False otherwise."""
+        key = _digest(relpath)
+        if not self._free(relpath, key):
+            return False
+        self._taken.put(key, _NOBODY)
+        return True
+
 
 _NOBODY = -1
+
+
+def is_name_for(name: str, wanted: str) -> bool:
+    """Whether ``name`` is ``wanted`` or one of its numbered forms (``f.3.bin``)."""
+    if name == wanted:
+        return True
+    stem = os.path.splitext(name.rpartition("/")[2])[0]
+    number = stem.rpartition(".")[2]
+    return number.isdigit() and numbered(wanted, int(number)) == name
 
 
 def target(root: Path, relpath: str) -> Path:

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import time
 import uuid
 from array import array
@@ -24,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import NoRunError
+from .errors import NoRunError, StateDirError
 from .models import Record, Status
 from .naming import STATE_DIR
 
@@ -32,8 +33,6 @@ _STATUSES: tuple[str, ...] = ("pending", "complete", "skipped", "failed")
 _CODE = {name: code for code, name in enumerate(_STATUSES)}
 _COMPLETE, _SKIPPED = _CODE["complete"], _CODE["skipped"]
 _OUTCOMES: tuple[Status, ...] = ("failed", "complete", "skipped", "failed")
-#: Header values that are secrets: kept out of every file the tool writes.
-SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
 
 def _atomic_write(path: Path, data: str) -> None:
@@ -159,16 +158,41 @@ class RunState:
     def run_path(self) -> Path:
         return self.dir / "run.json"
 
+    def _check_dir(self) -> None:
+        """The state folder must be a real folder of DIR: a symlink there (a
+        planted one, or one left by mistake) would have the run write and
+        delete its state files wherever it points."""
+        try:
+            st = os.lstat(self.dir)
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(st.st_mode):
+            raise StateDirError(f"{str(self.dir)!r} is a symlink; not followed (remove it)")
+        if not stat.S_ISDIR(st.st_mode):
+            raise StateDirError(f"{str(self.dir)!r} exists and is not a folder (remove it)")
+
+    def _make_dirs(self) -> None:
+        self._check_dir()
+        try:
+            (self.dir / "parts").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateDirError(
+                f"cannot create {str(self.dir / 'parts')!r}: {exc.strerror or exc}"
+            ) from exc
+
     # -- a new run ---------------------------------------------------------
-    def begin(self) -> None:
+    def begin(self, settings: dict[str, Any] | None = None) -> None:
         """Start a new run: the previous run's entries and journal are dropped
-        (its ``.part`` files and their metadata stay, so a rerun resumes)."""
-        (self.dir / "parts").mkdir(parents=True, exist_ok=True)
+        (its ``.part`` files and their metadata stay, so a rerun resumes).
+        ``settings`` are the run's options that ``--retry`` keeps."""
+        self._make_dirs()
         for path in (self.journal_path, self.entries_path, self.run_path):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         self.run_id = uuid.uuid4().hex
         self._run = {"version": 1, "id": self.run_id, "started": time.time(), "complete": False}
+        if settings:
+            self._run["settings"] = settings
         _atomic_write(self.run_path, json.dumps(self._run))
         self._entries = open(self.entries_path, "w", encoding="utf-8")  # noqa: SIM115
 
@@ -190,6 +214,7 @@ class RunState:
     # -- continuing a run --------------------------------------------------
     def load(self) -> None:
         """Read a recorded run back (for ``--retry``); NoRunError when none."""
+        self._check_dir()
         try:
             with open(self.run_path, encoding="utf-8") as f:
                 self._run = json.load(f)
@@ -199,7 +224,7 @@ class RunState:
             raise NoRunError(f"no recorded run in {str(self.root)!r} (nothing to retry)") from None
         if not self.entries_path.is_file():
             raise NoRunError(f"no recorded run in {str(self.root)!r} (nothing to retry)")
-        (self.dir / "parts").mkdir(parents=True, exist_ok=True)
+        self._make_dirs()
         for data in self.iter_entries():
             i = self.ledger.add()
             if data.get("path") is None:
@@ -214,6 +239,41 @@ class RunState:
                         self.ledger.paths[i] = rec["p"]
                 except (ValueError, KeyError, IndexError, TypeError):
                     continue  # a torn last line after kill -9
+
+    def server_names(self) -> dict[tuple[str, str], str]:
+        """The names servers gave entries of the recorded run
+        (``--content-disposition``), by the entry's URL and list-derived path:
+        a rerun gives each entry its own file again, whatever order the
+        responses come in."""
+        given: dict[int, str] = {}
+        try:
+            self._check_dir()
+            with open(self.journal_path, encoding="utf-8") as f:
+                for line in f:
+                    if '"p":' in line:
+                        with contextlib.suppress(ValueError, KeyError, TypeError):
+                            rec = json.loads(line)
+                            given[int(rec["i"])] = str(rec["p"])
+            if not given:
+                return {}
+            found = {}
+            for data in self.iter_entries():
+                name = given.get(data.get("i", -1))
+                if name is not None and data.get("path") is not None:
+                    found[(str(data["url"]), str(data["path"]))] = name
+            return found
+        except (OSError, ValueError, TypeError, StateDirError):
+            return {}
+
+    def recorded_settings(self) -> dict[str, Any]:
+        """The options the recorded run was started with ({} when unknown)."""
+        try:
+            self._check_dir()
+            with open(self.run_path, encoding="utf-8") as f:
+                found = json.load(f).get("settings")
+        except (OSError, ValueError, AttributeError, StateDirError):
+            return {}
+        return found if isinstance(found, dict) else {}
 
     def recorded_id(self) -> str:
         """The id of the run recorded on disk ("" when none)."""

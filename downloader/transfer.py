@@ -35,7 +35,7 @@ from .errors import (
     UnsafeNameError,
 )
 from .models import Status
-from .naming import Namer, server_name, target
+from .naming import Namer, is_name_for, server_name, target
 from .progress import Activity
 from .ratelimit import RateLimiter
 from .retry import RetryPolicy, as_download_error, status_error
@@ -49,6 +49,11 @@ PERSIST_MIN = 256 * 1024
 _READ_CHUNK = 1024 * 1024
 _MAX_RESTARTS = 3
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+
+
+class _ShortRange(Exception):
+    """A 206 sent all it said it would, but less than asked for (servers may cap
+    a range's size): no failure, the next request continues from there."""
 
 
 class _AlreadyThere(Exception):
@@ -68,6 +73,8 @@ class Job:
     line: int | None = None
     #: the list named the file (``out=``): the server's name never overrides it
     named: bool = False
+    #: the name the server gave this entry in the previous run, held for it
+    server_name: str | None = None
 
 
 @dataclass(slots=True)
@@ -152,6 +159,11 @@ class Context:
     limiter: RateLimiter | None
     base_headers: dict[str, str]
     proxies: EnvProxies = field(default_factory=EnvProxies)
+    #: sent with every request: a session passed in by the caller has its own
+    #: (aiohttp's default caps a whole transfer at 5 minutes)
+    timeout: aiohttp.ClientTimeout = field(
+        default_factory=lambda: aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=30)
+    )
     received: int = 0
     namer: Namer = field(default_factory=Namer)
 
@@ -248,6 +260,10 @@ class Transfer:
             final = target(self.ctx.root, job.path)
         except UnsafeNameError as exc:
             return Outcome("failed", 0, 0, str(exc))
+        except OSError as exc:  # a folder on the way: name too long, no room, no right
+            return Outcome(
+                "failed", 0, 0, f"cannot create the folders of {job.path}: {exc.strerror}"
+            )
         part = final.with_name(final.name + ".part")
         skip = await self._existing(final)
         if skip is not None:
@@ -266,12 +282,17 @@ class Transfer:
             try:
                 await self._attempt(url, part)
                 return self._finish(final, part)
+            except _ShortRange:
+                continue
             except _AlreadyThere:
                 assert self.cd_dest is not None
                 try:
                     there = await self._existing(target(self.ctx.root, self.cd_dest), self.cd_dest)
                 except UnsafeNameError as exc:
                     return Outcome("failed", 0, self.attempts, str(exc))
+                except OSError as exc:
+                    why = f"cannot create the folders of {self.cd_dest}: {exc.strerror}"
+                    return Outcome("failed", 0, self.attempts, why)
                 if there is None:  # fails its checksum: fetch it again, under that name
                     continue
                 return dataclasses.replace(there, attempts=self.attempts, path=self.cd_dest)
@@ -371,7 +392,11 @@ class Transfer:
         wanted = f"{head}/{name}" if head else name
         if wanted == self.job.path:
             return
-        self.cd_dest = self.ctx.namer.reserve(wanted)
+        held = self.job.server_name
+        if held is not None and is_name_for(held, wanted):
+            self.cd_dest = held
+        else:
+            self.cd_dest = self.ctx.namer.reserve(wanted)
         if not self.ctx.settings.overwrite and os.path.lexists(self.ctx.root / self.cd_dest):
             raise _AlreadyThere
 
@@ -441,6 +466,7 @@ class Transfer:
             proxy=proxy,
             proxy_auth=proxy_auth,
             max_redirects=settings.max_redirects + 1,
+            timeout=ctx.timeout,
             auto_decompress=False,
             ssl=not settings.insecure,
         )
@@ -461,8 +487,11 @@ class Transfer:
                 raise status_error(resp)
             if settings.content_disposition:
                 self._server_name(resp)
+            served: int | None = None  # where a 206's bytes end
             if status == 206:
                 total: int | None = check_partial(self.meta or {}, resp, offset)
+                cr = parse_content_range(resp.headers.get("Content-Range"))
+                served = cr[1] + 1 if cr is not None else None
             else:
                 if offset:
                     # The old part goes before the new metadata is saved: a
@@ -491,6 +520,8 @@ class Transfer:
             self.resumed = offset > 0
             size = await self._stream(resp, part, offset, hasher, total)
         if total is not None and size != total:
+            if served is not None and offset < size == served < total:
+                raise _ShortRange
             raise TruncatedError(f"body ended after {size} of {total} bytes")
         if hasher is not None and job.checksum is not None:
             self._verify(hasher.hexdigest())

@@ -31,6 +31,9 @@ class Behaviour:
     short_by: int = 0
     short_left: int = 1
     ignore_range: bool = False
+    #: serve at most this many bytes of a range (a 206 shorter than asked, as
+    #: some CDNs and object stores do)
+    range_cap: int = 0
     #: a new body (and ETag) for each request: the resource keeps changing.
     versions: list[bytes] = field(default_factory=list)
     etag: bool = True
@@ -146,6 +149,8 @@ class FaultServer:
                     return web.Response(
                         status=416, headers={"Content-Range": f"bytes */{len(body)}"}
                     )
+                if b.range_cap:
+                    last = min(last, first + b.range_cap - 1)
                 start, stop, status = first, last + 1, 206
                 headers["Content-Range"] = f"bytes {start}-{last}/{len(body)}"
         payload = body[start:stop]

@@ -162,7 +162,7 @@ async def test_sigint_saves_state_and_retry_resumes(server: FaultServer, tmp_pat
     server._serve = serve  # type: ignore[method-assign]
     listing = tmp_path / "list.txt"
     listing.write_text(f"{small}\n{big}\n{never}\n")
-    out = tmp_path / "out"
+    out = tmp_path / "my out"  # the hint to continue must be pasteable
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -182,7 +182,7 @@ async def test_sigint_saves_state_and_retry_resumes(server: FaultServer, tmp_pat
     _, err = await proc.communicate()
     gate.set()
     assert proc.returncode == 130, err
-    assert b"--retry" in err
+    assert f"downloader --retry -o '{out}'".encode() in err
     kept = part.stat().st_size
     assert not (out / "big.bin").exists() and 0 < kept <= half
     assert part.read_bytes() == body[:kept]
@@ -378,3 +378,72 @@ async def test_retry_with_only_invalid_entries_left_is_done(
     code, _, err = await run_cli("--retry", "-o", str(out))
     assert code == 0 and "nothing to retry" in err and "1 invalid entry" in err
     assert server.requests["/ok.bin"] == 1
+
+
+async def test_retry_keeps_the_runs_options(server: FaultServer, tmp_path: Path) -> None:
+    """--retry continues with the run's own options: its headers (not its
+    secrets), --overwrite, --content-disposition; one given again wins."""
+    stale = server.add("/stale.bin", b"new", statuses=[503])
+    cd = server.add(
+        "/cd", b"named", statuses=[503], content_disposition='attachment; filename="nice.bin"'
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stale.bin").write_bytes(b"old")
+    args = ["-o", str(out), "--retries", "0", "--overwrite", "--content-disposition"]
+    args += ["-H", "X-Token: abc", "-H", "Authorization: Bearer s3cret", "--user-agent", "me/1"]
+    code, _, _ = await run_cli(*args, stale, cd)
+    assert code == 1
+    assert "s3cret" not in (out / ".downloader" / "run.json").read_text()
+    code, _, err = await run_cli("--retry", "-o", str(out), "-H", "X-More: 1")
+    assert code == 0, err
+    assert (out / "stale.bin").read_bytes() == b"new"
+    assert (out / "nice.bin").read_bytes() == b"named"
+    retried = [h for _, _, h in server.request_log[2:]]
+    assert len(retried) == 2
+    for headers in retried:
+        assert headers.get("X-Token") == "abc" and headers.get("X-More") == "1"
+        assert headers.get("User-Agent") == "me/1" and "Authorization" not in headers
+
+
+async def test_bad_timeout_is_a_usage_error(tmp_path: Path) -> None:
+    for value in ("inf", "nan", "0", "-1", "1e12"):
+        code, _, err = await run_cli(
+            "--timeout", value, "http://127.0.0.1:9/x", "-o", str(tmp_path)
+        )
+        assert code == 2 and "--timeout" in err, (value, err)
+
+
+async def test_a_state_folder_that_is_a_symlink_is_refused(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    url = server.add("/a.bin", b"a")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "run.json").write_text("precious")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".downloader").symlink_to(victim)
+    code, _, err = await run_cli("-o", str(out), url)
+    assert code == 2 and ".downloader" in err and "symlink" in err
+    assert [p.name for p in victim.iterdir()] == ["run.json"]
+    assert (victim / "run.json").read_text() == "precious"
+    assert not server.requests
+    code, _, err = await run_cli("--retry", "-o", str(out))
+    assert code == 2 and "symlink" in err
+
+
+async def test_a_path_too_long_for_the_disk_fails_that_entry_clearly(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    url = server.add("/a.bin", b"a")
+    deep = "/".join(["d" * 240] * 18) + "/x.bin"
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{url}\n  out={deep}\n{url}\n  out=fine.bin\n")
+    out = tmp_path / "out"
+    code, _, err = await run_cli("-o", str(out), str(listing))
+    assert code == 1
+    entries = report(out)["entries"]
+    assert entries[0]["status"] == "failed" and "too long" in entries[0]["error"]
+    assert "internal error" not in err
+    assert entries[1]["status"] == "complete" and (out / "fine.bin").read_bytes() == b"a"

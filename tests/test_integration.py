@@ -457,3 +457,52 @@ async def test_results_are_whole_when_the_report_cannot_be_written(
     assert [r.status for r in results] == ["complete", "failed"]
     assert results.counts == {"complete": 1, "skipped": 0, "failed": 1}
     assert "cannot write the report" in capsys.readouterr().err
+
+
+async def test_server_names_stay_with_their_entries_on_a_rerun(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """Two entries the server names alike get names in the order responses
+    arrive. On a rerun in another order, the one that failed before must
+    not find the other's file under "its" name and skip its own download."""
+    cd = 'attachment; filename="same.bin"'
+    one = server.add("/d1", b"ONE" * 10, content_disposition=cd, statuses=[503])
+    two = server.add("/d2", b"TWO" * 10, content_disposition=cd)
+    dl = Downloader(tmp_path, progress=False, retries=0, content_disposition=True)
+    first = await dl.download([one, two])
+    assert [r.status for r in first] == ["failed", "complete"]
+    assert (tmp_path / "same.bin").read_bytes() == b"TWO" * 10
+    server.paths["/d2"].delay = 0.3  # d1's answer comes first this time
+    again = await dl.download([one, two])
+    by_url = {r.url: r for r in again}
+    assert by_url[two].status == "skipped" and by_url[two].path == "same.bin"
+    assert by_url[one].status == "complete" and by_url[one].path == "same.1.bin"
+    assert (tmp_path / "same.1.bin").read_bytes() == b"ONE" * 10
+    assert (tmp_path / "same.bin").read_bytes() == b"TWO" * 10
+
+
+async def test_a_given_session_still_gets_the_stall_timeout(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """aiohttp's own default (no read timeout, 5 minutes for everything)
+    must not replace --timeout for a session the caller passed in."""
+    import aiohttp
+
+    url = server.add("/stall.bin", b"x" * 1000, stall=True)
+    async with aiohttp.ClientSession() as session:
+        dl = Downloader(tmp_path, progress=False, retries=0, timeout=0.3, session=session)
+        results = await asyncio.wait_for(dl.download([url]), 30)
+    assert "stalled" in results.failed[0].error
+
+
+async def test_short_206_answers_are_continued_not_counted_as_failures(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """A server that caps each range answers a resume with less than asked
+    for, correctly labelled: each is continued, and no retry is spent."""
+    body = blob(1_000_000, 7)
+    url = server.add("/capped.bin", body, range_cap=128 * 1024, reset_at=0.1)
+    results = await Downloader(tmp_path, progress=False, retries=1).download([url])
+    assert results.complete, results.failed
+    assert (tmp_path / "capped.bin").read_bytes() == body
+    assert server.requests["/capped.bin"] == 8  # the reset one, then 7 capped ranges

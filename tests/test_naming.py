@@ -88,9 +88,18 @@ def test_clean_component_property(raw: str) -> None:
     name = clean_component(raw)
     assert name and name not in (".", "..")
     assert not any(c in name for c in "/\\:") and all(
-        ord(c) >= 0x20 and ord(c) != 0x7F for c in name
+        ord(c) >= 0x20 and not 0x7F <= ord(c) <= 0x9F for c in name
     )
+    assert not any(c in name for c in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
     assert len(name.encode("utf-8")) <= MAX_NAME_BYTES
+
+
+def test_names_cannot_drive_a_terminal_or_reverse_text() -> None:
+    """0x9B is CSI on many terminals (the summary prints names); U+202E makes
+    ``txt.exe`` display as ``exe.txt``."""
+    assert name_from_url("http://h/a%C2%9B2J%C2%85.txt") == "a_2J_.txt"
+    assert clean_component("\u202etxt.exe") == "_txt.exe"
+    assert clean_component("résumé é.pdf") == "résumé é.pdf"
 
 
 @settings(max_examples=1000, deadline=None)

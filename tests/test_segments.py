@@ -150,3 +150,17 @@ async def test_206_with_unknown_total_never_completes_short(
     results = await Downloader(tmp_path, progress=False, retries=3).download([server.url("/f.bin")])
     # each short 206 is a truncated body: resumed until the recorded length is reached
     assert results.complete and (tmp_path / "f.bin").read_bytes() == body
+
+
+async def test_a_segment_answered_in_short_ranges_completes(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """Each segment's 206 is capped below the segment's size: the segment
+    continues with another request, without spending the retry budget."""
+    body = blob(SIZE)
+    url = server.add("/capped.bin", body, range_cap=MIN_SEGMENT // 2)
+    results = await Downloader(tmp_path, progress=False, split=3, retries=0).download([url])
+    assert results.complete, results.failed
+    assert (tmp_path / "capped.bin").read_bytes() == body
+    ranged = [h["Range"] for _, _, h in server.request_log if "Range" in h]
+    assert len(ranged) > 2  # the segments needed more than one request each

@@ -12,7 +12,6 @@ import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 from . import __version__
 from ._console import raise_interrupt
@@ -292,16 +291,15 @@ def _with_recorded(
     recorded = RunState(Path(output_dir)).recorded_settings()
     start = argparse.Namespace()
     for name, kinds in _RECORDED.items():
-        value: Any = recorded.get(name)
-        if name not in recorded or not isinstance(value, kinds):
-            continue
-        if name == "header":
-            value = [
-                (h[0], h[1])
-                for h in value
-                if isinstance(h, list) and len(h) == 2 and all(isinstance(x, str) for x in h)
-            ]
-        setattr(start, name, value)
+        value = recorded.get(name)
+        if name in recorded and isinstance(value, kinds):
+            setattr(start, name, value)
+    if hasattr(start, "header"):
+        start.header = [
+            (h[0], h[1])
+            for h in start.header
+            if isinstance(h, list) and len(h) == 2 and all(isinstance(x, str) for x in h)
+        ]
     return parser.parse_args(argv, namespace=start)
 
 

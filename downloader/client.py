@@ -331,6 +331,11 @@ class Downloader:
             previous = state.server_names() if s.content_disposition else {}
             interrupted = await self._read_list(state, source)
             self._hold(previous)
+            if not s.content_disposition:
+                # Every name is on disk (entries.jsonl) now, and only server
+                # names are handed out mid-run: a long list's name table
+                # (tens of MB for millions of entries) need not outlive this.
+                self._namer = Namer()
         ledger = state.ledger
         todo = 0
         if not interrupted:

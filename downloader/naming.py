@@ -132,8 +132,8 @@ class _DigestTable:
 
     def __init__(self) -> None:
         self._size = 0
-        self._keys = array("q", bytes(8 * 1024))
-        self._vals = array("i", bytes(4 * 1024))
+        self._keys = array("q", [0]) * 1024
+        self._vals = array("i", [0]) * 1024
 
     def _slot(self, key: int) -> int:
         keys = self._keys
@@ -154,8 +154,9 @@ class _DigestTable:
         self._keys[i], self._vals[i] = key, value
         if 3 * self._size > 2 * len(self._keys):
             old_keys, old_vals = self._keys, self._vals
-            self._keys = array("q", bytes(16 * len(old_keys)))
-            self._vals = array("i", bytes(8 * len(old_keys)))
+            # array * n: no zeroed bytes object first, as large as the table
+            self._keys = array("q", [0]) * (2 * len(old_keys))
+            self._vals = array("i", [0]) * (2 * len(old_keys))
             self._size = 0
             for k, v in zip(old_keys, old_vals, strict=True):
                 if k != 0:

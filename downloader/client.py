@@ -30,6 +30,7 @@ from .state import (
     redact_url,
     strip_userinfo,
 )
+from .text import printable
 from .transfer import Context, HostLimits, Job, Outcome, Transfer
 from .urllist import entries_from, parse_checksum
 
@@ -533,7 +534,7 @@ class Downloader:
             status=outcome.status,
             bytes=outcome.bytes,
             attempts=outcome.attempts,
-            error=redact_text(outcome.error) if outcome.error else None,
+            error=printable(redact_text(outcome.error)) if outcome.error else None,
             line=job.line,
             index=job.index,
         )

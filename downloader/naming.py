@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from .errors import UnsafeNameError
+from .text import from_wire
 
 #: Longest file name, in UTF-8 bytes: 255 (the usual file system limit) less
 #: room for ``.part`` and a de-duplication suffix.
@@ -24,7 +25,7 @@ _MAX_EXT_BYTES = 24
 #: Separators, and characters that are unsafe to print: C0 and C1 controls
 #: (0x9B is CSI on a terminal) and the bidirectional overrides that make
 #: ``txt.exe`` read as ``exe.txt``.
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f/\\:\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f/\\:\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 _RESERVED = frozenset(
     ["CON", "PRN", "AUX", "NUL"]
     + [f"COM{i}" for i in range(1, 10)]
@@ -83,7 +84,8 @@ def clean_out(out: str) -> str:
     ``..`` components, which the contract makes an invalid entry rather than
     something to repair silently.
     """
-    if not out or not out.strip():
+    out = out.strip()  # "out= ../x" is checked as the name it becomes
+    if not out:
         raise UnsafeNameError("empty out= name")
     if out.startswith(("/", "\\")) or _DRIVE.match(out):
         raise UnsafeNameError(f"out={out!r} is an absolute path, outside the output directory")
@@ -101,7 +103,7 @@ def server_name(filename: str | None) -> str | None:
     """A name offered by the server (Content-Disposition), flattened and cleaned."""
     if not filename:
         return None
-    name = clean_component(filename)
+    name = clean_component(from_wire(filename))
     return name or None
 
 

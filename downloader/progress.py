@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from .models import Record, Results
+from .text import printable
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -152,7 +153,7 @@ class Progress:
 
     @staticmethod
     def _line(record: Record) -> str:
-        name = record.path or record.url
+        name = printable(record.path or record.url)
         if record.status == "failed":
             return f"failed    {name}: {record.error}"
         if record.status == "skipped":
@@ -237,5 +238,6 @@ def summary_lines(results: Results, *, quiet: bool = False) -> list[str]:
         lines.append(f"Failed ({len(failed)}):")
         for r in failed:
             tries = f"{r.attempts} attempt{'s' if r.attempts != 1 else ''}"
-            lines.append(f"  {r.url} -> {r.path or '-'} [{tries}]: {r.error}")
+            where = printable(f"{r.url} -> {r.path or '-'}")
+            lines.append(f"  {where} [{tries}]: {printable(r.error or '')}")
     return lines

@@ -21,6 +21,7 @@ from .errors import (
     StallError,
     TruncatedError,
 )
+from .text import from_wire, printable
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,9 @@ def status_error(resp: aiohttp.ClientResponse) -> HTTPStatusError:
     """The error for an answer that is not the one asked for, with the wait
     the server asked for (``Retry-After``), if any."""
     return HTTPStatusError(
-        resp.status, resp.reason or "", parse_retry_after(resp.headers.get("Retry-After"))
+        resp.status,
+        printable(from_wire(resp.reason or "")),
+        parse_retry_after(resp.headers.get("Retry-After")),
     )
 
 

@@ -28,6 +28,7 @@ from typing import IO, Any
 from .errors import NoRunError, StateDirError
 from .models import Record, Status
 from .naming import STATE_DIR
+from .text import printable
 
 _STATUSES: tuple[str, ...] = ("pending", "complete", "skipped", "failed")
 _CODE = {name: code for code, name in enumerate(_STATUSES)}
@@ -35,9 +36,15 @@ _COMPLETE, _SKIPPED = _CODE["complete"], _CODE["skipped"]
 _OUTCOMES: tuple[Status, ...] = ("failed", "complete", "skipped", "failed")
 
 
+#: How our JSON files are written: a lone surrogate (from a URL given on the
+#: command line, a server's bytes) cannot be UTF-8, and becomes ``\udcXX``,
+#: which inside a JSON string reads back as the same character.
+_LONE = "backslashreplace"
+
+
 def _atomic_write(path: Path, data: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with open(tmp, "w", encoding="utf-8", errors=_LONE) as f:
         f.write(data)
     os.replace(tmp, path)
 
@@ -194,7 +201,7 @@ class RunState:
         if settings:
             self._run["settings"] = settings
         _atomic_write(self.run_path, json.dumps(self._run))
-        self._entries = open(self.entries_path, "w", encoding="utf-8")  # noqa: SIM115
+        self._entries = open(self.entries_path, "w", encoding="utf-8", errors=_LONE)  # noqa: SIM115
 
     def add_entry(self, data: dict[str, Any]) -> int:
         assert self._entries is not None
@@ -301,7 +308,7 @@ class RunState:
     ) -> None:
         """Note an entry's outcome in memory and in the journal, at once."""
         if error is not None:
-            error = redact_text(error)
+            error = printable(redact_text(error))
         self.ledger.set(i, status, nbytes, attempts, error)
         err = "null" if error is None else json.dumps(error, ensure_ascii=False)
         tail = ""
@@ -310,7 +317,7 @@ class RunState:
             tail = ',"p":' + json.dumps(path, ensure_ascii=False)
         if self._journal is None:
             self.dir.mkdir(parents=True, exist_ok=True)
-            self._journal = open(self.journal_path, "a", encoding="utf-8")  # noqa: SIM115
+            self._journal = open(self.journal_path, "a", encoding="utf-8", errors=_LONE)  # noqa: SIM115
         # formatted by hand: this runs once per file, json.dumps of a dict costs more
         self._journal.write(
             f'{{"i":{i},"s":"{status}","b":{nbytes},"a":{attempts},"e":{err}{tail}}}\n'
@@ -359,7 +366,7 @@ class RunState:
         them as they pass)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.report_path.with_name("report.json.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
+        with open(tmp, "w", encoding="utf-8", errors=_LONE) as f:
             f.write('{"entries": [')
             first = True
             for record in records:

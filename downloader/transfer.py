@@ -198,7 +198,16 @@ def check_partial(meta: Mapping[str, Any], resp: aiohttp.ClientResponse, start: 
     modified = resp.headers.get("Last-Modified")
     if meta.get("last_modified") and modified and modified != meta["last_modified"]:
         raise RestartNeeded("resource changed (Last-Modified); restarting from byte 0")
-    if not (meta.get("etag") or meta.get("last_modified")) and known is None:
+    if meta.get("etag") or meta.get("last_modified"):
+        # A validator was recorded: the 206 must name the same version (a
+        # server ignoring If-Range may send no validator, and another version).
+        if not (
+            (meta.get("etag") and etag == meta["etag"])
+            or (meta.get("last_modified") and modified == meta["last_modified"])
+        ):
+            raise RestartNeeded("the 206 does not name the version resumed; restarting")
+    elif known is None or total is None:
+        # No validator: only a stated total equal to the recorded one allows it.
         raise RestartNeeded("nothing to validate the partial file against; restarting")
     total = total if total is not None else known  # "bytes a-b/*": the recorded length
     if total is None:

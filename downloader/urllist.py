@@ -169,7 +169,7 @@ def _option(pending: _Pending, number: int, text: str) -> None:
     elif key == "out":
         try:
             clean_out(value)
-            pending.out = value
+            pending.out = value.strip()
         except UnsafeNameError as exc:
             pending.fail(number, str(exc))
     elif key == "checksum":
@@ -191,7 +191,7 @@ def _option(pending: _Pending, number: int, text: str) -> None:
 
 def _numbered_lines(stream: BinaryIO) -> Iterator[tuple[int, str, bool]]:
     for number, raw in enumerate(stream, 1):
-        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+        if raw.startswith(b"\xef\xbb\xbf"):  # line 1, or where two lists were joined
             raw = raw[3:]
         raw = raw.rstrip(b"\r\n")
         try:
@@ -207,7 +207,7 @@ def parse_lines(stream: BinaryIO) -> Iterator[Entry]:
         stripped = text.strip()
         if not stripped or stripped.startswith("#"):
             continue
-        if text[0].isspace():
+        if text[0] in " \t":  # as wget and aria2c: a no-break space is no indent
             if pending is None:
                 yield Entry(
                     stripped[:2000],

@@ -192,3 +192,41 @@ async def test_part_symlink_is_not_followed(server: FaultServer, tmp_path: Path)
     results = await Downloader(out, progress=False).download([url])
     assert results.complete and (out / "g.bin").read_bytes() == b"data"
     assert victim.read_text() == "keep"
+
+
+async def test_bytes_that_are_not_utf8_from_a_server(server: FaultServer, tmp_path: Path) -> None:
+    """A localised server's Latin-1 status text, or file name: the entry
+    fails (or is named) readably, and the run, its report and the other
+    entries go on."""
+    bad = server.add(
+        "/bad.bin",
+        raw=b"HTTP/1.1 404 Non trouv\xe9\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    named = server.add(
+        "/named",
+        raw=b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n"
+        b'Content-Disposition: attachment; filename="caf\xe9.bin"\r\n\r\nabc',
+    )
+    ok = server.add("/ok.bin", b"ok")
+    dl = Downloader(tmp_path, progress=False, retries=0, content_disposition=True)
+    results = await dl.download([bad, named, ok])
+    assert [r.status for r in results] == ["failed", "complete", "complete"]
+    assert results.failed[0].error == "HTTP 404 Non trouvé"
+    assert (tmp_path / "café.bin").read_bytes() == b"abc"
+    report = json.loads((tmp_path / ".downloader" / "report.json").read_text("utf-8"))
+    assert report["entries"][0]["error"] == "HTTP 404 Non trouvé"
+
+
+async def test_nothing_from_a_list_or_server_drives_the_terminal(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    evil = server.add(
+        "/evil.bin",
+        raw=b"HTTP/1.1 500 \x1b[2Jgone\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(f"http://127.0.0.1:1/x\x1b]0;PWNED\x07.bin\n{evil}\n".encode())
+    code, _, err = await run_cli(str(listing), "-o", str(tmp_path / "out"), "--retries", "0", "-q")
+    assert code == 1
+    assert "\x1b" not in err and "\x07" not in err
+    assert "\\x1b]0;PWNED" in err and "\\x1b[2Jgone" in err

@@ -24,7 +24,9 @@ def test_journal_round_trip_and_torn_lines(tmp_path: Path) -> None:
     for n in range(3):
         state.add_entry({"url": f"http://h/{n}", "path": f"f{n}", "line": n + 1})
     state.entries_written()
-    weird = 'he said "no"\nthen: é ☃ \\ done'
+    # one line, and a lone surrogate (a server's non-UTF-8 status text) breaks no file
+    weird = 'he said "no"\nthen: é ☃ \\ done \udce9'
+    shown = 'he said "no"\\x0athen: é ☃ \\ done \\udce9'
     state.record(0, "failed", 12, 3, weird)
     state.record(1, "complete", 5, 1, None, path="sub/ünï.bin")
     state.close()
@@ -32,7 +34,7 @@ def test_journal_round_trip_and_torn_lines(tmp_path: Path) -> None:
         f.write('{"i":2,"s":"comp')  # a kill -9 in the middle of a line
     again = RunState(tmp_path)
     again.load()
-    assert again.ledger.status_of(0) == "failed" and again.ledger.errors[0] == weird
+    assert again.ledger.status_of(0) == "failed" and again.ledger.errors[0] == shown
     assert again.ledger.paths[1] == "sub/ünï.bin" and again.ledger.bytes[1] == 5
     assert again.ledger.status_of(2) == "pending"
     again.write_report((record for _, record in again.records()), lambda: {"total": 3})

@@ -109,3 +109,34 @@ def test_backoff_grows_and_is_capped() -> None:
     assert all(0 <= d <= 8.0 for d in delays)
     assert real(policy, 1, retry_after=3.0) >= 3.0
     assert real(policy, 1, retry_after=10_000) <= policy.retry_after_cap + 8.0
+
+
+def _206(content_range: str, **headers: str) -> Any:
+    from types import SimpleNamespace
+
+    from multidict import CIMultiDict
+
+    return SimpleNamespace(headers=CIMultiDict({"Content-Range": content_range, **headers}))
+
+
+def test_a_206_must_prove_it_continues_the_same_version() -> None:
+    """Some servers ignore If-Range: a 206 is trusted only on its own headers."""
+    from downloader.errors import RestartNeeded
+    from downloader.transfer import check_partial
+
+    tagged = {"etag": '"v1"', "total": 1000}
+    assert check_partial(tagged, _206("bytes 300-999/1000", ETag='"v1"'), 300) == 1000
+    with pytest.raises(RestartNeeded):  # the validator recorded, none sent back
+        check_partial(tagged, _206("bytes 300-999/1000"), 300)
+    with pytest.raises(RestartNeeded):
+        check_partial(tagged, _206("bytes 300-999/1000", ETag='"v2"'), 300)
+    dated = {"last_modified": "Wed, 21 Oct 2015 07:28:00 GMT", "total": 1000}
+    same = _206("bytes 300-999/*", **{"Last-Modified": dated["last_modified"]})
+    assert check_partial(dated, same, 300) == 1000
+    bare = {"total": 1000}  # no validator: only the same stated total will do
+    assert check_partial(bare, _206("bytes 300-999/1000"), 300) == 1000
+    for cr in ("bytes 300-999/*", "bytes 300-1999/2000"):
+        with pytest.raises(RestartNeeded):
+            check_partial(bare, _206(cr), 300)
+    with pytest.raises(RestartNeeded):  # resumed at another byte
+        check_partial(tagged, _206("bytes 0-999/1000", ETag='"v1"'), 300)

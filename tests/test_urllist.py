@@ -145,3 +145,29 @@ def test_megabyte_lines_and_nul_bytes() -> None:
     assert garbage.error is not None and len(garbage.error) < 300
     assert nul.error is not None and nul.error.startswith("line 2: ")
     assert long_url.error is None and long_url.line == 3
+
+
+def test_only_spaces_and_tabs_indent_an_option() -> None:
+    """A no-break space or form feed in column 0 (pasted text) is no indent:
+    the URL on that line stays an entry of its own, as in wget and aria2c."""
+    entries = parse_text("http://ok/a\n\xa0http://ok/b\n\fhttp://ok/c\n\thttp://bad\n")
+    assert [(e.url, e.error is None) for e in entries] == [
+        ("http://ok/a", True),
+        ("http://ok/b", True),
+        ("http://ok/c", False),
+    ]
+    assert entries[2].error == "line 4: malformed option 'http://bad': expected key=value"
+
+
+def test_a_bom_where_two_lists_were_joined() -> None:
+    _, b = parse_lines(io.BytesIO(b"http://ok/a\n\xef\xbb\xbfhttp://ok/b\n"))
+    assert b.url == "http://ok/b" and b.error is None and b.line == 2
+
+
+def test_out_is_checked_as_the_name_it_becomes() -> None:
+    entries = parse_text(
+        "http://ok/a\n  out= ../up.bin\nhttp://ok/b\n  out= /etc/x\nhttp://ok/c\n  out= c.bin\n"
+    )
+    assert "leaves the output directory" in (entries[0].error or "")
+    assert "absolute path" in (entries[1].error or "")
+    assert entries[2].out == "c.bin" and entries[2].error is None

@@ -1,0 +1,39 @@
+"""Text from servers and lists, made safe to store and to print.
+
+Status lines and header values arrive as bytes that aiohttp decodes as UTF-8
+with surrogate escapes, and lists and URLs come from anyone: such text must
+neither break a UTF-8 file (a lone surrogate cannot be encoded) nor drive the
+terminal the summary is printed on (ESC, CSI, bidirectional overrides).
+"""
+
+from __future__ import annotations
+
+import re
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters, bidirectional overrides and lone
+    surrogates shown as escapes (``\\x1b``): one line, as typed."""
+    return _UNPRINTABLE.sub(_escape, text) if _UNPRINTABLE.search(text) else text
+
+
+def from_wire(text: str) -> str:
+    """Header text decoded by aiohttp, re-read as ISO-8859-1 when it was not
+    UTF-8 (HTTP's historical charset: ``Non trouv\\xe9`` from a localised
+    server), so it holds no lone surrogates."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "surrogateescape")
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return raw.decode("latin-1")
+    return text

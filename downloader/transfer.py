@@ -43,8 +43,9 @@ from .segments import Segmented, open_segmented, plan, splittable
 from .state import RunState, has_userinfo, host_of, redact_url, strip_userinfo
 from .writes import write_all
 
-#: Parts smaller than this keep their resume metadata in memory only: after a
-#: crash they restart, which costs less than a metadata file per small file.
+#: Parts smaller than this keep their resume metadata in memory while they go
+#: well, and save it only when they fail or are stopped: after a kill -9 they
+#: restart, which costs less than a metadata file per small file.
 PERSIST_MIN = 256 * 1024
 _READ_CHUNK = 1024 * 1024
 _MAX_RESTARTS = 3
@@ -362,6 +363,19 @@ class Transfer:
         size = 0
         with contextlib.suppress(OSError):
             size = os.stat(self.ctx.root / (self.job.path + ".part")).st_size
+        meta = self.meta
+        if (
+            size
+            and meta is not None
+            and not meta.get("saved")
+            and (meta.get("etag") or meta.get("last_modified") or meta.get("total") is not None)
+        ):
+            # A small part's metadata stays in memory while it goes well (a
+            # file each would cost more than a small transfer); a part left
+            # behind gets it, so a rerun or --retry continues it too.
+            with contextlib.suppress(OSError):
+                self.ctx.state.save_part(self.job.path, meta)
+                meta["saved"] = True
         return Outcome("failed", size, self.attempts, str(err))
 
     def _discard(self, part: Path) -> None:

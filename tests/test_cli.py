@@ -447,3 +447,17 @@ async def test_a_path_too_long_for_the_disk_fails_that_entry_clearly(
     assert entries[0]["status"] == "failed" and "too long" in entries[0]["error"]
     assert "internal error" not in err
     assert entries[1]["status"] == "complete" and (out / "fine.bin").read_bytes() == b"a"
+
+
+async def test_a_small_part_left_by_a_failure_is_resumed_by_retry(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    body = blob(100_000, 9)
+    url = server.add("/small.bin", body, reset_at=0.5)
+    out = tmp_path / "out"
+    code, _, _ = await run_cli(url, "-o", str(out), "--retries", "0")
+    assert code == 1 and (out / "small.bin.part").read_bytes() == body[:50_000]
+    code, _, err = await run_cli("--retry", "-o", str(out))
+    assert code == 0, err
+    assert (out / "small.bin").read_bytes() == body
+    assert server.request_log[-1][2].get("Range") == "bytes=50000-"

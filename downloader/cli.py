@@ -12,6 +12,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from ._console import raise_interrupt
@@ -21,6 +22,7 @@ from .errors import DownloaderError, ListError, NoRunError
 from .models import Entry, Results
 from .progress import summary_lines
 from .state import RunState
+from .text import printable
 from .urllist import header_problem, iter_list, split_header
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -264,43 +266,85 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
-#: The options a run records for ``--retry``, and the types they must have.
-_RECORDED: dict[str, tuple[type, ...]] = {
-    "jobs": (int,),
-    "per_host": (int, type(None)),
-    "split": (int,),
-    "retries": (int,),
-    "timeout": (int, float),
-    "limit_rate": (int, type(None)),
-    "header": (list,),
-    "user_agent": (str, type(None)),
-    "overwrite": (bool,),
-    "content_disposition": (bool,),
-    "insecure": (bool,),
-    "max_redirects": (int,),
+def _agent(text: str) -> str:
+    problem = header_problem(f"User-Agent: {text}")
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+#: The options a run records for ``--retry``, each checked again as the
+#: command line would check it (run.json may be old or edited by hand).
+_RECORDED: dict[str, Callable[[str], Any] | None] = {
+    "jobs": _positive,
+    "per_host": _positive,
+    "split": _positive,
+    "retries": _count,
+    "timeout": _seconds,
+    "limit_rate": _whole(1),
+    "header": _header,
+    "user_agent": _agent,
+    "overwrite": None,  # flags: true or false, nothing else
+    "content_disposition": None,
+    "insecure": None,
+    "max_redirects": _count,
 }
+_MAY_BE_NONE = frozenset({"per_host", "limit_rate", "user_agent"})
+
+
+def _recorded_value(name: str, value: Any) -> Any:
+    """The recorded value as the command line would have it; ValueError if
+    it could not have come from the command line."""
+    check = _RECORDED[name]
+    if value is None and name in _MAY_BE_NONE:
+        return None
+    if check is None:
+        if not isinstance(value, bool):
+            raise ValueError(value)
+        return value
+    if name == "header":
+        if not isinstance(value, list) or not all(
+            isinstance(h, list) and len(h) == 2 and all(isinstance(x, str) for x in h)
+            for h in value
+        ):
+            raise ValueError(value)
+        return [check(f"{k}: {v}") for k, v in value]
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(value)
+    if isinstance(value, float) and check is not _seconds:
+        raise ValueError(value)
+    return check(str(value))
 
 
 def _with_recorded(
-    parser: argparse.ArgumentParser, argv: Sequence[str] | None, output_dir: str
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None, args: argparse.Namespace
 ) -> argparse.Namespace:
     """``--retry`` continues with the options the run was started with (its
     secrets excepted); an option given now wins. argparse fills in a default
     only where the namespace has no value yet, so the recorded values go in
     first and the command line is parsed over them."""
-    recorded = RunState(Path(output_dir)).recorded_settings()
+    recorded = RunState(Path(args.output_dir or ".")).recorded_settings()
     start = argparse.Namespace()
-    for name, kinds in _RECORDED.items():
-        value = recorded.get(name)
-        if name in recorded and isinstance(value, kinds):
-            setattr(start, name, value)
-    if hasattr(start, "header"):
-        start.header = [
-            (h[0], h[1])
-            for h in start.header
-            if isinstance(h, list) and len(h) == 2 and all(isinstance(x, str) for x in h)
-        ]
-    return parser.parse_args(argv, namespace=start)
+    for name in _RECORDED:
+        if name not in recorded:
+            continue
+        try:
+            setattr(start, name, _recorded_value(name, recorded[name]))
+        except (ValueError, argparse.ArgumentTypeError):
+            if not args.quiet:
+                _say(f"warning: ignoring the run's recorded {name} {recorded[name]!r}: not valid")
+    again = parser.parse_args(argv, namespace=start)
+    withheld = recorded.get("withheld_headers")
+    given = {k.lower() for k, _ in args.header}
+    if isinstance(withheld, list) and not args.quiet:
+        missing = [h for h in withheld if isinstance(h, str) and h.lower() not in given]
+        if missing:
+            _say(
+                "warning: the run sent secret headers that are never saved to disk: "
+                + ", ".join(printable(h) for h in missing)
+                + "; pass them again with -H"
+            )
+    return again
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -311,7 +355,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
         return demo_main(args)
     if args.retry:
-        args = _with_recorded(parser, argv, args.output_dir or ".")
+        args = _with_recorded(parser, argv, args)
     if args.output_dir is None:
         args.output_dir = "."
     try:

@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar
 import aiohttp
 
 from . import __version__
-from .config import SECRET_HEADERS, Settings, parse_rate
+from .config import Settings, is_secret_header, parse_rate
 from .errors import DownloaderError, DownloadError
 from .models import Entry, Record, Results
 from .naming import Namer, clean_out, name_from_url
@@ -100,13 +100,15 @@ class Downloader:
         self._own_session: aiohttp.ClientSession | None = None
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        #: Credentials (URL user info, Authorization/Cookie headers) are never
+        #: Credentials (URL user info, secret headers: is_secret_header) are never
         #: written to disk; they live here, by entry index, for ``retry()``.
         self._secrets: dict[int, tuple[tuple[str, ...], dict[str, str]]] = {}
         self.last_results: Results | None = None
         self._namer = Namer()
         #: (URL, path) -> the server's name for it in the previous run
         self._held: dict[tuple[str, str], str] = {}
+        #: the same, read from the previous run while the list is read
+        self._previous: dict[tuple[str, str], str] = {}
 
     # -- session -----------------------------------------------------------
     def _new_session(self) -> aiohttp.ClientSession:
@@ -238,9 +240,7 @@ class Downloader:
     def _add(self, state: RunState, namer: Namer, entry: Entry) -> None:
         urls = entry.urls
         headers = dict(entry.headers or {})
-        secret = any(has_userinfo(u) for u in urls) or any(
-            k.lower() in SECRET_HEADERS for k in headers
-        )
+        secret = any(has_userinfo(u) for u in urls) or any(is_secret_header(k) for k in headers)
         data: dict[str, Any] = {
             "url": redact_url(entry.url),
             "mirrors": [redact_url(u) for u in urls[1:]],
@@ -261,8 +261,13 @@ class Downloader:
             data["dup"] = dup
         if entry.out:
             data["out"] = True
+        elif self._previous:
+            held = self._previous.get((data["url"], relpath))
+            if held is not None:
+                # kept with the entry: a run that never reaches it must not forget it
+                data["held"] = held
         data["checksum"] = entry.checksum
-        data["headers"] = {k: v for k, v in headers.items() if k.lower() not in SECRET_HEADERS}
+        data["headers"] = {k: v for k, v in headers.items() if not is_secret_header(k)}
         if secret:
             data["secret"] = True
         i = state.add_entry(data)
@@ -329,9 +334,10 @@ class Downloader:
         else:
             self._make_output_dir()
             self._secrets.clear()
-            previous = state.server_names() if s.content_disposition else {}
+            self._previous = state.server_names() if s.content_disposition else {}
             interrupted = await self._read_list(state, source)
-            self._hold(previous)
+            self._hold(self._previous)
+            self._previous = {}
             if not s.content_disposition:
                 # Every name is on disk (entries.jsonl) now, and only server
                 # names are handed out mid-run: a long list's name table
@@ -462,6 +468,11 @@ class Downloader:
                 if data.get("path") is not None:
                     path = ledger.paths.get(data["i"], data["path"])
                     self._namer.claim(data["url"], path, data.get("line"))
+            for data in state.iter_entries():  # names from earlier runs, not yet used in this one
+                held = data.get("held")
+                i = data["i"]
+                if held and not ledger.done(i) and i not in ledger.paths and self._namer.hold(held):
+                    self._held[(data["url"], data["path"])] = held
         if not s.quiet:
             lost = sum(
                 1
@@ -473,9 +484,9 @@ class Downloader:
             if lost:
                 _warn(
                     f"{lost} entr{'y' if lost == 1 else 'ies'} to retry had credentials "
-                    "(user:password@ in the URL, Authorization or Cookie headers), which are "
-                    "never saved to disk: they are retried without them; pass headers again "
-                    "with -H, or run the list again"
+                    "(user:password@ in the URL, Authorization, Cookie, token or key "
+                    "headers), which are never saved to disk: they are retried without them; "
+                    "pass headers again with -H, or run the list again"
                 )
 
     async def _transfer_all(self, ctx: Context, progress: Progress, only: set[int] | None) -> bool:

@@ -26,6 +26,28 @@ WRITE_SLICE = 64 * 1024
 
 #: Header values that are secrets: kept out of every file the tool writes.
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+#: Words that make a header name a secret too (X-Api-Key, X-Auth-Token, ...):
+#: a header wrongly taken for a secret costs a -H on --retry, the other way
+#: round a credential on disk.
+_SECRET_WORDS = (
+    "auth",
+    "token",
+    "key",
+    "secret",
+    "password",
+    "passwd",
+    "session",
+    "cookie",
+    "signature",
+    "credential",
+)
+
+
+def is_secret_header(name: str) -> bool:
+    """Whether a header's value must never be written to disk."""
+    lowered = name.lower()
+    return lowered in SECRET_HEADERS or any(word in lowered for word in _SECRET_WORDS)
+
 
 _DEFAULT_AGENT = f"downloader/{__version__}"
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:i?[bB])?\s*$")
@@ -70,7 +92,7 @@ class Settings:
 
     def recorded(self) -> dict[str, Any]:
         """What ``--retry`` continues with: the options that shape requests and
-        files, never secrets (Authorization, Cookie), never presentation."""
+        files, never secrets (see :func:`is_secret_header`), never presentation."""
         return {
             "jobs": self.jobs,
             "per_host": self.per_host,
@@ -78,7 +100,9 @@ class Settings:
             "retries": self.retries,
             "timeout": self.timeout,
             "limit_rate": self.limit_rate,
-            "header": [[k, v] for k, v in self.headers.items() if k.lower() not in SECRET_HEADERS],
+            "header": [[k, v] for k, v in self.headers.items() if not is_secret_header(k)],
+            # names only: --retry says which to pass again
+            "withheld_headers": [k for k in self.headers if is_secret_header(k)],
             "user_agent": None if self.user_agent == _DEFAULT_AGENT else self.user_agent,
             "overwrite": self.overwrite,
             "content_disposition": self.content_disposition,

@@ -248,26 +248,28 @@ class RunState:
                     continue  # a torn last line after kill -9
 
     def server_names(self) -> dict[tuple[str, str], str]:
-        """The names servers gave entries of the recorded run
-        (``--content-disposition``), by the entry's URL and list-derived path:
-        a rerun gives each entry its own file again, whatever order the
-        responses come in."""
+        """The names servers gave entries of the recorded run, or of one
+        before it (``--content-disposition``), by the entry's URL and
+        list-derived path: a rerun gives each entry its own file again,
+        whatever order the responses come in."""
         given: dict[int, str] = {}
         try:
             self._check_dir()
-            with open(self.journal_path, encoding="utf-8") as f:
+            with (
+                contextlib.suppress(FileNotFoundError),
+                open(self.journal_path, encoding="utf-8") as f,
+            ):
                 for line in f:
                     if '"p":' in line:
                         with contextlib.suppress(ValueError, KeyError, TypeError):
                             rec = json.loads(line)
                             given[int(rec["i"])] = str(rec["p"])
-            if not given:
-                return {}
             found = {}
             for data in self.iter_entries():
-                name = given.get(data.get("i", -1))
+                # given in that run, else held for the entry from a run before
+                name = given.get(data.get("i", -1)) or data.get("held")
                 if name is not None and data.get("path") is not None:
-                    found[(str(data["url"]), str(data["path"]))] = name
+                    found[(str(data["url"]), str(data["path"]))] = str(name)
             return found
         except (OSError, ValueError, TypeError, StateDirError):
             return {}

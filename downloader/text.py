@@ -31,7 +31,10 @@ def from_wire(text: str) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raw = text.encode("utf-8", "surrogateescape")
+        try:
+            raw = text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a surrogate no byte stands for: printable() escapes it
+            return text
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:

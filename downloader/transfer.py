@@ -261,6 +261,8 @@ class Transfer:
         self.resumed = False
         self.no_split = False
         self.cd_dest: str | None = None
+        #: the checksum's hasher over the part's first N bytes, after a short 206
+        self.carried_hash: tuple[Any, int] | None = None
 
     # -- the entry ---------------------------------------------------------
     async def run(self) -> Outcome:
@@ -535,15 +537,19 @@ class Transfer:
             self.act.total = total
             hasher = None
             if job.checksum is not None:
-                hasher = (
-                    await _hash_file(part, job.checksum[0], offset)
-                    if offset
-                    else hashlib.new(job.checksum[0])
-                )
+                carried, self.carried_hash = self.carried_hash, None
+                if not offset:
+                    hasher = hashlib.new(job.checksum[0])
+                elif carried is not None and carried[1] == offset:
+                    hasher = carried[0]  # a short 206 before: its bytes are hashed already
+                else:
+                    hasher = await _hash_file(part, job.checksum[0], offset)
             self.resumed = offset > 0
             size = await self._stream(resp, part, offset, hasher, total)
         if total is not None and size != total:
             if served is not None and offset < size == served < total:
+                if hasher is not None:
+                    self.carried_hash = (hasher, size)
                 raise _ShortRange
             raise TruncatedError(f"body ended after {size} of {total} bytes")
         if hasher is not None and job.checksum is not None:

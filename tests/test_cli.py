@@ -391,7 +391,7 @@ async def test_retry_keeps_the_runs_options(server: FaultServer, tmp_path: Path)
     out.mkdir()
     (out / "stale.bin").write_bytes(b"old")
     args = ["-o", str(out), "--retries", "0", "--overwrite", "--content-disposition"]
-    args += ["-H", "X-Token: abc", "-H", "Authorization: Bearer s3cret", "--user-agent", "me/1"]
+    args += ["-H", "X-Channel: beta", "-H", "Authorization: Bearer s3cret", "--user-agent", "me/1"]
     code, _, _ = await run_cli(*args, stale, cd)
     assert code == 1
     assert "s3cret" not in (out / ".downloader" / "run.json").read_text()
@@ -402,7 +402,7 @@ async def test_retry_keeps_the_runs_options(server: FaultServer, tmp_path: Path)
     retried = [h for _, _, h in server.request_log[2:]]
     assert len(retried) == 2
     for headers in retried:
-        assert headers.get("X-Token") == "abc" and headers.get("X-More") == "1"
+        assert headers.get("X-Channel") == "beta" and headers.get("X-More") == "1"
         assert headers.get("User-Agent") == "me/1" and "Authorization" not in headers
 
 
@@ -461,3 +461,23 @@ async def test_a_small_part_left_by_a_failure_is_resumed_by_retry(
     assert code == 0, err
     assert (out / "small.bin").read_bytes() == body
     assert server.request_log[-1][2].get("Range") == "bytes=50000-"
+
+
+async def test_retry_checks_recorded_options_and_keeps_secrets_off_disk(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    url = server.add("/a.bin", b"a", statuses=[503])
+    out = tmp_path / "out"
+    code, _, _ = await run_cli(url, "-o", str(out), "--retries", "0", "-H", "X-Api-Key: k3y")
+    assert code == 1
+    run_json = out / ".downloader" / "run.json"
+    assert "k3y" not in run_json.read_text()
+    run = json.loads(run_json.read_text())
+    run["settings"].update(jobs=0, timeout=True, header=[["X-Bad", "a\r\nb"]])
+    run_json.write_text(json.dumps(run))  # an old or hand-edited record
+    code, _, err = await run_cli("--retry", "-o", str(out))
+    assert code == 0, err
+    for name in ("jobs", "timeout", "header"):
+        assert f"ignoring the run's recorded {name}" in err
+    assert "X-Api-Key" in err and "pass them again with -H" in err
+    assert "X-Api-Key" not in server.request_log[-1][2]

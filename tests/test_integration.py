@@ -506,3 +506,54 @@ async def test_short_206_answers_are_continued_not_counted_as_failures(
     assert results.complete, results.failed
     assert (tmp_path / "capped.bin").read_bytes() == body
     assert server.requests["/capped.bin"] == 8  # the reset one, then 7 capped ranges
+
+
+async def test_a_server_name_outlives_a_run_that_never_reached_its_entry(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """The name a server gave is kept with the entry, not only in the
+    journal of the run that saw it: a rerun stopped before any answer, then
+    --retry, still finds that f.bin is A's, not B's."""
+    from .test_cli import wait_for
+
+    cd = 'attachment; filename="f.bin"'
+    a = server.add("/x/a", b"A" * 100, content_disposition=cd)
+    b = server.add("/x/b", b"B" * 100, content_disposition=cd, statuses=[404])
+    dl = Downloader(tmp_path, progress=False, retries=0, content_disposition=True)
+    first = await dl.download([a, b])
+    assert [(r.status, r.path) for r in first] == [("complete", "f.bin"), ("failed", "b")]
+    server.paths["/x/a"].delay = server.paths["/x/b"].delay = 30.0
+    rerun = asyncio.ensure_future(dl.download([a, b]))
+    await wait_for(lambda: server.in_flight == 2, "both requests")
+    dl.stop()
+    assert (await rerun).interrupted
+    server.paths["/x/a"].delay, server.paths["/x/b"].delay = 0.3, 0.0  # B answers first
+    again = await dl.retry()
+    by_url = {r.url: r for r in again}
+    assert (by_url[b].status, by_url[b].path) == ("complete", "f.1.bin")
+    assert (by_url[a].status, by_url[a].path) == ("skipped", "f.bin")
+    assert (tmp_path / "f.bin").read_bytes() == b"A" * 100
+    assert (tmp_path / "f.1.bin").read_bytes() == b"B" * 100
+
+
+async def test_short_206_answers_with_a_checksum_hash_each_byte_once(
+    server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from downloader import transfer
+
+    body = blob(1_000_000, 3)
+    digest = hashlib.sha256(body).hexdigest()
+    url = server.add("/capped.bin", body, range_cap=64 * 1024, reset_at=0.1)
+    reread: list[int | None] = []
+    real = transfer._hash_file
+
+    async def counting(path: Path, algo: str, limit: int | None = None) -> object:
+        reread.append(limit)
+        return await real(path, algo, limit)
+
+    monkeypatch.setattr(transfer, "_hash_file", counting)
+    entry = Entry(url, checksum=f"sha-256={digest}")
+    results = await Downloader(tmp_path, progress=False, retries=1).download([entry])
+    assert results.complete and (tmp_path / "capped.bin").read_bytes() == body
+    assert server.requests["/capped.bin"] > 10
+    assert reread == [100_000]  # only after the reset: the capped answers carry the hash on

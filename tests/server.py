@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
+import ssl
 import time
 from dataclasses import dataclass, field
 
@@ -71,15 +72,15 @@ class FaultServer:
     def url(self, path: str) -> str:
         return self.base + path
 
-    async def start(self) -> FaultServer:
+    async def start(self, ssl_context: ssl.SSLContext | None = None) -> FaultServer:
         app = web.Application()
         app.router.add_route("GET", "/{tail:.*}", self.handle)
         self.runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=ssl_context)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base = f"http://127.0.0.1:{port}"
+        self.base = f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
         return self
 
     async def stop(self) -> None:

@@ -19,7 +19,10 @@ ENV = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
 
 
 async def run_cli(
-    *args: str, stdin: bytes | None = None, cwd: Path | None = None
+    *args: str,
+    stdin: bytes | None = None,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -29,7 +32,7 @@ async def run_cli(
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env=ENV,
+        env={**ENV, **(env or {})},
         cwd=cwd,
     )
     out, err = await proc.communicate(stdin)

@@ -391,7 +391,14 @@ class Downloader:
             try:
                 state.write_report(records, lambda: _summary(results), s.report)
             except OSError as exc:
-                _warn(f"cannot write the report to {exc.filename or s.report}: {exc.strerror}")
+                where = exc.filename or s.report or state.report_path
+                _warn(f"cannot write the report to {where}: {exc.strerror or exc}")
+            if state.journal_error is not None:
+                _warn(
+                    f"cannot write the run state in {state.dir}: {state.journal_error}; "
+                    "outcomes from then on are not saved, so --retry checks those entries "
+                    "again (complete files are skipped)"
+                )
             for _ in records:  # the results are whole even when the report is not
                 pass
             self.last_results = results
@@ -402,6 +409,10 @@ class Downloader:
         root = self.settings.output_dir
         try:
             root.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise DownloaderError(
+                f"the output directory {str(root)!r} exists and is not a folder"
+            ) from None
         except OSError as exc:
             raise DownloaderError(
                 f"cannot create the output directory {str(root)!r}: {exc.strerror or exc}"

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Status = Literal["complete", "skipped", "failed"]
+#: The error of an entry a stopped run never reached.
+NOT_STARTED = "not started (run interrupted)"
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import NoRunError, StateDirError
-from .models import Record, Status
+from .models import NOT_STARTED, Record, Status
 from .naming import STATE_DIR
 from .text import printable
 
@@ -44,9 +44,14 @@ _LONE = "backslashreplace"
 
 def _atomic_write(path: Path, data: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", errors=_LONE) as f:
-        f.write(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8", errors=_LONE) as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # a disk that is full keeps no half-written leftovers
+        raise
 
 
 class Ledger:
@@ -147,6 +152,8 @@ class RunState:
         self.run_id = ""
         #: the run stopped before its list was read to the end
         self.partial = False
+        #: why the journal could not be written (a full disk), if it could not
+        self.journal_error: str | None = None
 
     # -- paths -------------------------------------------------------------
     @property
@@ -193,7 +200,9 @@ class RunState:
         (its ``.part`` files and their metadata stay, so a rerun resumes).
         ``settings`` are the run's options that ``--retry`` keeps."""
         self._make_dirs()
-        for path in (self.journal_path, self.entries_path, self.run_path):
+        # the last report goes too: one that cannot be rewritten (a full disk)
+        # must not be taken for this run's
+        for path in (self.journal_path, self.entries_path, self.run_path, self.report_path):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         self.run_id = uuid.uuid4().hex
@@ -317,25 +326,56 @@ class RunState:
         if path is not None:
             self.ledger.paths[i] = path
             tail = ',"p":' + json.dumps(path, ensure_ascii=False)
-        if self._journal is None:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            self._journal = open(self.journal_path, "a", encoding="utf-8", errors=_LONE)  # noqa: SIM115
-        # formatted by hand: this runs once per file, json.dumps of a dict costs more
-        self._journal.write(
-            f'{{"i":{i},"s":"{status}","b":{nbytes},"a":{attempts},"e":{err}{tail}}}\n'
-        )
-        # Flushed per line: batching saved ~2% on tiny files, but a line
-        # held back (a duplicate's, an invalid entry's) made --retry after a
-        # kill -9 start a second transfer into one .part.
-        self._journal.flush()
+        if self.journal_error is not None:
+            return  # the disk refused it once: the outcome lives in memory (and the report)
+        try:
+            if self._journal is None:
+                self._journal = self._open_journal()
+            # formatted by hand: this runs once per file, json.dumps of a dict costs more
+            self._journal.write(
+                f'{{"i":{i},"s":"{status}","b":{nbytes},"a":{attempts},"e":{err}{tail}}}\n'
+            )
+            # Flushed per line: batching saved ~2% on tiny files, but a line
+            # held back (a duplicate's, an invalid entry's) made --retry after a
+            # kill -9 start a second transfer into one .part.
+            self._journal.flush()
+        except OSError as exc:
+            # A full disk must not end the run: the other downloads go on.
+            # Outcomes not journalled make --retry check those entries again
+            # (a complete file is then skipped), which loses nothing.
+            self.journal_error = exc.strerror or str(exc)
+            self._close_journal()
+
+    def _open_journal(self) -> IO[str]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        journal = open(self.journal_path, "a", encoding="utf-8", errors=_LONE)  # noqa: SIM115
+        try:
+            if journal.tell() > 0:
+                with open(self.journal_path, "rb") as f:
+                    f.seek(-1, os.SEEK_END)
+                    torn = f.read(1) != b"\n"
+                if torn:  # a line cut by a kill -9 or a full disk: ours starts on a new one
+                    journal.write("\n")
+        except OSError:
+            journal.close()
+            raise
+        return journal
+
+    def _close_journal(self) -> None:
+        journal, self._journal = self._journal, None
+        if journal is not None:
+            try:
+                journal.close()
+            except OSError as exc:
+                if self.journal_error is None:
+                    self.journal_error = exc.strerror or str(exc)
 
     def close(self) -> None:
-        if self._journal is not None:
-            self._journal.close()
-            self._journal = None
-        if self._entries is not None:
-            self._entries.close()
-            self._entries = None
+        self._close_journal()
+        entries, self._entries = self._entries, None
+        if entries is not None:
+            with contextlib.suppress(OSError):  # a full disk: the reader has said so already
+                entries.close()
 
     # -- the results -------------------------------------------------------
     def record_of(self, data: dict[str, Any]) -> Record:
@@ -347,7 +387,7 @@ class RunState:
             status=led.outcome(i),
             bytes=led.bytes[i],
             attempts=led.attempts[i],
-            error=led.errors.get(i) if led.status[i] else "not started (run interrupted)",
+            error=led.errors.get(i) if led.status[i] else NOT_STARTED,
             line=data.get("line"),
         )
 
@@ -368,15 +408,12 @@ class RunState:
         them as they pass)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.report_path.with_name("report.json.tmp")
-        with open(tmp, "w", encoding="utf-8", errors=_LONE) as f:
-            f.write('{"entries": [')
-            first = True
-            for record in records:
-                f.write("\n  " if first else ",\n  ")
-                first = False
-                f.write(json.dumps(record.to_dict(), ensure_ascii=False))
-            f.write("\n],\n" if not first else "],\n")
-            f.write('"summary": ' + json.dumps(summary(), indent=2, ensure_ascii=False) + "}\n")
+        try:
+            self._write_report(tmp, records, summary)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
         os.replace(tmp, self.report_path)
         if extra is not None:
             # after the run's own report is safe: a bad --report path loses nothing
@@ -389,6 +426,20 @@ class RunState:
                 with contextlib.suppress(OSError):
                     extra_tmp.unlink()
                 raise
+
+    @staticmethod
+    def _write_report(
+        tmp: Path, records: Iterable[Record], summary: Callable[[], dict[str, Any]]
+    ) -> None:
+        with open(tmp, "w", encoding="utf-8", errors=_LONE) as f:
+            f.write('{"entries": [')
+            first = True
+            for record in records:
+                f.write("\n  " if first else ",\n  ")
+                first = False
+                f.write(json.dumps(record.to_dict(), ensure_ascii=False))
+            f.write("\n],\n" if not first else "],\n")
+            f.write('"summary": ' + json.dumps(summary(), indent=2, ensure_ascii=False) + "}\n")
 
     # -- metadata of .part files ------------------------------------------
     def _part_meta(self, relpath: str) -> Path:

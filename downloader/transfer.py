@@ -395,7 +395,7 @@ class Transfer:
             os.replace(part, dest)
         except (OSError, UnsafeNameError) as exc:
             why = exc.strerror if isinstance(exc, OSError) else str(exc)
-            return Outcome("failed", 0, self.attempts, f"cannot rename {part.name}: {why}")
+            return Outcome("failed", 0, self.attempts, f"cannot rename {self.job.path}.part: {why}")
         if self.meta is not None and self.meta.get("saved"):
             self.ctx.state.drop_part(self.job.path)
         size = self.act.done
@@ -575,7 +575,7 @@ class Transfer:
         try:
             fd = open_segmented(part, total, create)
         except OSError as exc:
-            raise LocalFileError(f"cannot write {part.name}: {exc.strerror}") from exc
+            raise LocalFileError(f"cannot write {self.job.path}.part: {exc.strerror}") from exc
         self.act.total = total
         self.act.done = sum(s[2] - s[0] for s in meta["segments"])
         try:
@@ -656,7 +656,7 @@ class Transfer:
                     os.unlink(part)
                     fd = os.open(part, flags, 0o644)
         except OSError as exc:
-            raise LocalFileError(f"cannot write {part.name}: {exc.strerror}") from exc
+            raise LocalFileError(f"cannot write {self.job.path}.part: {exc.strerror}") from exc
         act = self.act
         limiter = self.ctx.limiter
         received = 0
@@ -680,7 +680,7 @@ class Transfer:
         except OSError as exc:
             if isinstance(exc, (aiohttp.ClientError, ConnectionError, TimeoutError)):
                 raise
-            raise LocalFileError(f"cannot write {part.name}: {exc.strerror}") from exc
+            raise LocalFileError(f"cannot write {self.job.path}.part: {exc.strerror}") from exc
         finally:
             os.close(fd)
             self.ctx.received += received

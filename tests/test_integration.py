@@ -557,3 +557,30 @@ async def test_short_206_answers_with_a_checksum_hash_each_byte_once(
     assert results.complete and (tmp_path / "capped.bin").read_bytes() == body
     assert server.requests["/capped.bin"] > 10
     assert reread == [100_000]  # only after the reset: the capped answers carry the hash on
+
+
+async def test_a_full_disk_under_the_run_state_stops_nothing(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """The journal's disk fills up (here: it is /dev/full, which answers
+    every write with ENOSPC): every download still completes, the run ends
+    normally and says what was not saved."""
+    import os
+
+    gate = asyncio.Event()
+    first = server.add("/first.bin", b"1" * 1000, gate=gate)
+    rest = [server.add(f"/r{n}.bin", bytes([n]) * 1000) for n in range(5)]
+    dl = Downloader(tmp_path, progress=False, jobs=1)
+    run = asyncio.ensure_future(dl.download([first, *rest]))
+    journal = tmp_path / ".downloader" / "journal.jsonl"
+    from .test_cli import wait_for
+
+    await wait_for(lambda: server.requests.get("/first.bin") == 1, "the first request")
+    assert not journal.exists()  # opened at the first outcome
+    os.symlink("/dev/full", journal)
+    gate.set()
+    results = await asyncio.wait_for(run, 30)
+    assert len(results.complete) == 6
+    assert all((tmp_path / f"r{n}.bin").read_bytes() == bytes([n]) * 1000 for n in range(5))
+    report = json.loads((tmp_path / ".downloader" / "report.json").read_text())
+    assert [e["status"] for e in report["entries"]] == ["complete"] * 6

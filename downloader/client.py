@@ -17,6 +17,7 @@ import aiohttp
 from . import __version__
 from .config import Settings, is_secret_header, parse_rate
 from .errors import DownloaderError, DownloadError
+from .hosts import HostLimits, prefer_free_hosts
 from .models import Entry, Record, Results
 from .naming import Namer, clean_out, name_from_url
 from .progress import Mode, Progress, ProgressEvent
@@ -31,7 +32,7 @@ from .state import (
     strip_userinfo,
 )
 from .text import printable
-from .transfer import Context, HostLimits, Job, Outcome, Transfer
+from .transfer import Context, Job, Outcome, Transfer
 from .urllist import entries_from, parse_checksum
 
 T = TypeVar("T")
@@ -516,11 +517,15 @@ class Downloader:
                 raise
             except Exception as exc:
                 outcome = Outcome("failed", 0, transfer.attempts, f"internal error: {exc!r}")
+            finally:
+                ctx.hosts.settle(job)  # skipped, or failed before its first request
             self._note(state, progress, job, outcome, key, act)
 
         ticker = asyncio.ensure_future(progress.tick_forever())
         window = asyncio.ensure_future(
-            run_window(self._jobs(state, only), self.settings.jobs, handle)
+            run_window(
+                prefer_free_hosts(self._jobs(state, only), ctx.hosts), self.settings.jobs, handle
+            )
         )
         stopper = asyncio.ensure_future(self._stop.wait())
         try:

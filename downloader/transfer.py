@@ -15,7 +15,7 @@ import os
 import re
 import stat
 from collections.abc import Callable, Mapping
-from contextlib import AbstractAsyncContextManager, nullcontext
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from .errors import (
     TruncatedError,
     UnsafeNameError,
 )
+from .hosts import HostLimits
 from .models import Status
 from .naming import Namer, is_name_for, server_name, target
 from .progress import Activity
@@ -76,6 +77,8 @@ class Job:
     named: bool = False
     #: the name the server gave this entry in the previous run, held for it
     server_name: str | None = None
+    #: a slot of its host is counted for it (``--per-host``) until it asks
+    promised: bool = False
 
 
 @dataclass(slots=True)
@@ -85,41 +88,6 @@ class Outcome:
     attempts: int
     error: str | None = None
     path: str | None = None
-
-
-class HostLimits:
-    """``--per-host``: requests in flight to one host at once."""
-
-    def __init__(self, limit: int | None) -> None:
-        self.limit = limit
-        self._sems: dict[str, asyncio.Semaphore] = {}
-
-    def _sem(self, url: str) -> asyncio.Semaphore:
-        host = host_of(url)
-        sem = self._sems.get(host)
-        if sem is None:
-            assert self.limit is not None
-            sem = self._sems[host] = asyncio.Semaphore(self.limit)
-        return sem
-
-    def slot(self, url: str) -> AbstractAsyncContextManager[Any]:
-        return nullcontext() if self.limit is None else self._sem(url)
-
-    async def acquire(self, url: str) -> Callable[[], None]:
-        """Take a slot; the returned function gives it back (once), so a
-        split download can hand its first connection's slot on early."""
-        if self.limit is None:
-            return _nothing
-        sem = self._sem(url)
-        await sem.acquire()
-        held = [True]
-
-        def release() -> None:
-            if held[0]:
-                held[0] = False
-                sem.release()
-
-        return release
 
 
 def _nothing() -> None:
@@ -458,9 +426,10 @@ class Transfer:
         offset = self._resume_point(part)
         if offset and self.meta is not None and self.meta.get("segments"):
             # no request of its own: each segment counts the requests it sends
+            ctx.hosts.settle(self.job)
             await self._run_segments(url, part, None, _nothing, create=False)
             return
-        release = await ctx.hosts.acquire(url)
+        release = await ctx.hosts.acquire(url, self.job)
         self.attempts += 1  # attempts are requests sent, here and per segment
         try:
             await self._request(url, part, offset, release)

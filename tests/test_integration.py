@@ -584,3 +584,27 @@ async def test_a_full_disk_under_the_run_state_stops_nothing(
     assert all((tmp_path / f"r{n}.bin").read_bytes() == bytes([n]) * 1000 for n in range(5))
     report = json.loads((tmp_path / ".downloader" / "report.json").read_text())
     assert [e["status"] for e in report["entries"]] == ["complete"] * 6
+
+
+async def test_per_host_lets_other_hosts_go_while_one_is_busy(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """--per-host 1 and ten files from a held host ahead of ten from another:
+    the other host's files all complete while the first host's are held
+    (127.0.0.1 and localhost are two hosts of the one test server)."""
+    from .test_cli import wait_for
+
+    gate = asyncio.Event()
+    busy = [server.add(f"/a{n}.bin", b"a" * 100, gate=gate) for n in range(10)]
+    other_base = server.base.replace("127.0.0.1", "localhost")
+    free = [f"{other_base}/b{n}.bin" for n in range(10)]
+    for n in range(10):
+        server.add(f"/b{n}.bin", b"b" * 100)
+    dl = Downloader(tmp_path, progress=False, jobs=4, per_host=1)
+    run = asyncio.ensure_future(dl.download(busy + free))
+    await wait_for(lambda: all((tmp_path / f"b{n}.bin").exists() for n in range(10)), "b files")
+    assert server.requests.get("/a0.bin") == 1 and not (tmp_path / "a0.bin").exists()
+    assert sum(server.requests.get(f"/a{n}.bin", 0) for n in range(10)) == 1  # one slot
+    gate.set()
+    results = await asyncio.wait_for(run, 30)
+    assert len(results.complete) == 20

@@ -1,0 +1,138 @@
+"""``--per-host``: at most N requests in flight to one host, and entries
+handed out so that a busy host does not hold up the others.
+
+Without the second part, workers take entries in list order and wait for
+their host's slot while holding their ``--jobs`` place: ten files from one
+host ahead of ten from another ran one at a time, the second host idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from typing import Any, Protocol
+
+from .state import host_of
+
+#: How far ahead of a busy host the list is read for entries of free hosts.
+LOOKAHEAD = 1024
+
+
+class _Job(Protocol):
+    urls: tuple[str, ...]
+    promised: bool
+
+
+def _nothing() -> None:
+    return None
+
+
+class HostLimits:
+    """The slots of each host, and the entries promised one but not yet there."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self._sems: dict[str, asyncio.Semaphore] = {}
+        self._busy: dict[str, int] = {}
+        self._promised: dict[str, int] = {}
+
+    def _sem(self, host: str) -> asyncio.Semaphore:
+        sem = self._sems.get(host)
+        if sem is None:
+            assert self.limit is not None
+            sem = self._sems[host] = asyncio.Semaphore(self.limit)
+        return sem
+
+    def has_room(self, url: str) -> bool:
+        """A slot of the URL's host is free, counting those promised to
+        entries already handed out."""
+        if self.limit is None:
+            return True
+        host = host_of(url)
+        return self._busy.get(host, 0) + self._promised.get(host, 0) < self.limit
+
+    def promise(self, job: _Job) -> None:
+        host = host_of(job.urls[0])
+        self._promised[host] = self._promised.get(host, 0) + 1
+        job.promised = True
+
+    def settle(self, job: _Job) -> None:
+        """The entry asks for its slot now, or will never (it was skipped)."""
+        if job.promised:
+            job.promised = False
+            host = host_of(job.urls[0])
+            self._promised[host] -= 1
+
+    def slot(self, url: str) -> AbstractAsyncContextManager[Any]:
+        return nullcontext() if self.limit is None else self._held(url)
+
+    @asynccontextmanager
+    async def _held(self, url: str) -> Any:
+        release = await self.acquire(url)
+        try:
+            yield
+        finally:
+            release()
+
+    async def acquire(self, url: str, job: _Job | None = None) -> Callable[[], None]:
+        """Take a slot; the returned function gives it back (once), so a
+        split download can hand its first connection's slot on early."""
+        if job is not None:
+            self.settle(job)
+        if self.limit is None:
+            return _nothing
+        host = host_of(url)
+        sem = self._sem(host)
+        await sem.acquire()
+        self._busy[host] = self._busy.get(host, 0) + 1
+        held = [True]
+
+        def release() -> None:
+            if held[0]:
+                held[0] = False
+                self._busy[host] -= 1
+                sem.release()
+
+        return release
+
+
+def prefer_free_hosts(jobs: Iterator[Any], hosts: HostLimits) -> Iterator[Any]:
+    """``jobs`` in list order, except that an entry whose host is busy waits
+    (up to LOOKAHEAD of them) while later entries of free hosts go first.
+    When every waiting entry's host is busy, the oldest goes anyway and
+    waits for its slot, as it would have in order."""
+    if hosts.limit is None:
+        yield from jobs
+        return
+    waiting: dict[str, deque[tuple[int, Any]]] = {}
+    count = 0
+    seq = 0
+    exhausted = False
+    while True:
+        job = None
+        ready = [q for host, q in waiting.items() if hosts.has_room(q[0][1].urls[0])]
+        if ready:
+            job = min(ready, key=lambda q: q[0][0]).popleft()[1]
+            count -= 1
+        while job is None and not exhausted and count < LOOKAHEAD:
+            nxt = next(jobs, None)
+            if nxt is None:
+                exhausted = True
+            elif hosts.has_room(nxt.urls[0]):
+                job = nxt
+            else:
+                waiting.setdefault(host_of(nxt.urls[0]), deque()).append((seq, nxt))
+                seq += 1
+                count += 1
+        if job is None:
+            if not count:
+                return
+            oldest = min((q for q in waiting.values() if q), key=lambda q: q[0][0])
+            job = oldest.popleft()[1]
+            count -= 1
+        for host in [h for h, q in waiting.items() if not q]:
+            del waiting[host]
+        hosts.promise(job)
+        yield job

@@ -228,6 +228,10 @@ def _say(message: str) -> None:
     print(f"downloader: {message}", file=sys.stderr, flush=True)
 
 
+def _quit_now(signum: int, frame: object) -> None:
+    os._exit(EXIT_INTERRUPTED)
+
+
 def install_stop_handlers(dl: Downloader) -> None:
     """Ctrl-C or SIGTERM: stop cleanly and save the state; a second one quits at once."""
     loop = asyncio.get_running_loop()
@@ -239,6 +243,10 @@ def install_stop_handlers(dl: Downloader) -> None:
         if hits == 1:
             _say("interrupted: stopping and saving state (press Ctrl-C again to quit at once)")
             dl.stop()
+            # The next one is handled by Python itself, not by the event loop:
+            # saving a long list's report keeps the loop busy for seconds.
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, _quit_now)
         else:
             os._exit(EXIT_INTERRUPTED)
 

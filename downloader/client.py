@@ -389,19 +389,28 @@ class Downloader:
             results.partial = state.partial
             # One pass over the entries fills the results and the report.
             records = self._collect(state, results, collect)
+            summary = lambda: _summary(results)  # noqa: E731
+            written = False
             try:
-                state.write_report(records, lambda: _summary(results), s.report)
+                state.write_report(records, summary)
+                written = True
             except OSError as exc:
-                where = exc.filename or s.report or state.report_path
-                _warn(f"cannot write the report to {where}: {exc.strerror or exc}")
+                _warn(f"cannot write the report to {state.report_path}: {exc.strerror or exc}")
+            for _ in records:  # the results are whole even when the report is not
+                pass
+            if s.report is not None:
+                try:
+                    if written:
+                        state.copy_report(s.report)
+                    else:  # DIR's disk is full: PATH may be on another one
+                        state.write_report_at(s.report, (r for _, r in state.records()), summary)
+                except OSError as exc:
+                    _warn(f"cannot write the report to {s.report}: {exc.strerror or exc}")
             if state.journal_error is not None:
                 _warn(
                     f"cannot write the run state in {state.dir}: {state.journal_error}; "
-                    "outcomes from then on are not saved, so --retry checks those entries "
-                    "again (complete files are skipped)"
+                    "some outcomes are not saved, so --retry checks those entries again"
                 )
-            for _ in records:  # the results are whole even when the report is not
-                pass
             self.last_results = results
             self._stop = None
         return results

@@ -48,9 +48,10 @@ class HostLimits:
     def has_room(self, url: str) -> bool:
         """A slot of the URL's host is free, counting those promised to
         entries already handed out."""
-        if self.limit is None:
-            return True
-        host = host_of(url)
+        return self.limit is None or self.room_at(host_of(url))
+
+    def room_at(self, host: str) -> bool:
+        assert self.limit is not None
         return self._busy.get(host, 0) + self._promised.get(host, 0) < self.limit
 
     def promise(self, job: _Job) -> None:
@@ -102,37 +103,40 @@ def prefer_free_hosts(jobs: Iterator[Any], hosts: HostLimits) -> Iterator[Any]:
     """``jobs`` in list order, except that an entry whose host is busy waits
     (up to LOOKAHEAD of them) while later entries of free hosts go first.
     When every waiting entry's host is busy, the oldest goes anyway and
-    waits for its slot, as it would have in order."""
+    waits for its slot, as it would have in order.
+
+    Waiting entries are kept by host, the hosts in the order they started
+    waiting: a pick looks at hosts, not entries, and stops at the first
+    with room (hosts waiting are about the hosts busy, at most ``--jobs``)."""
     if hosts.limit is None:
         yield from jobs
         return
-    waiting: dict[str, deque[tuple[int, Any]]] = {}
+    waiting: dict[str, deque[Any]] = {}
     count = 0
-    seq = 0
     exhausted = False
     while True:
         job = None
-        ready = [q for host, q in waiting.items() if hosts.has_room(q[0][1].urls[0])]
-        if ready:
-            job = min(ready, key=lambda q: q[0][0]).popleft()[1]
-            count -= 1
-        while job is None and not exhausted and count < LOOKAHEAD:
+        host = next((h for h in waiting if hosts.room_at(h)), None)
+        while host is None and not exhausted and count < LOOKAHEAD:
             nxt = next(jobs, None)
             if nxt is None:
                 exhausted = True
-            elif hosts.has_room(nxt.urls[0]):
+                break
+            h = host_of(nxt.urls[0])
+            if h not in waiting and hosts.room_at(h):
                 job = nxt
-            else:
-                waiting.setdefault(host_of(nxt.urls[0]), deque()).append((seq, nxt))
-                seq += 1
-                count += 1
+                break
+            waiting.setdefault(h, deque()).append(nxt)
+            count += 1
         if job is None:
-            if not count:
-                return
-            oldest = min((q for q in waiting.values() if q), key=lambda q: q[0][0])
-            job = oldest.popleft()[1]
+            if host is None:
+                if not count:
+                    return
+                host = next(iter(waiting))  # every host busy: the longest waiting goes
+            queue = waiting[host]
+            job = queue.popleft()
             count -= 1
-        for host in [h for h, q in waiting.items() if not q]:
-            del waiting[host]
+            if not queue:
+                del waiting[host]
         hosts.promise(job)
         yield job

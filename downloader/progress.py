@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
-from .models import NOT_STARTED, Record, Results
+from .models import Record, Results
 from .text import printable
 
 if TYPE_CHECKING:
@@ -236,17 +236,8 @@ def summary_lines(results: Results, *, quiet: bool = False) -> list[str]:
     failed = results.failed
     if failed:
         lines.append(f"Failed ({len(failed)}):")
-        unstarted = 0
-        for r in failed:
-            if r.error == NOT_STARTED:
-                unstarted += 1  # after a Ctrl-C: a count, not a line for each of 100,000
-                continue
+        for r in failed:  # one line each, as the contract says, not-started ones included
             tries = f"{r.attempts} attempt{'s' if r.attempts != 1 else ''}"
             where = printable(f"{r.url} -> {r.path or '-'}")
             lines.append(f"  {where} [{tries}]: {printable(r.error or '')}")
-        if unstarted:
-            lines.append(
-                f"  {unstarted} entr{'y' if unstarted == 1 else 'ies'} not started "
-                "(run interrupted; listed in the report)"
-            )
     return lines

@@ -58,7 +58,13 @@ class Segmented:
         self.segments: list[list[int]] = meta["segments"]
 
     def _save(self) -> None:
-        self.t.ctx.state.save_part(self.t.job.path, self.meta)
+        """The segment table to disk. A full disk there is no reason to stop
+        the download (or to swallow a Ctrl-C): the table on disk is then only
+        older, which costs bytes fetched again, never wrong bytes."""
+        try:
+            self.t.ctx.state.save_part(self.t.job.path, self.meta)
+        except OSError:
+            return
         self.meta["saved"] = True
 
     async def run(

@@ -202,8 +202,11 @@ class RunState:
         self._make_dirs()
         # the last report goes too: one that cannot be rewritten (a full disk)
         # must not be taken for this run's
-        for path in (self.journal_path, self.entries_path, self.run_path, self.report_path):
+        for path in (self.journal_path, self.entries_path, self.run_path):
             with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        for path in (self.report_path, self.report_path.with_name("report.json.tmp")):
+            with contextlib.suppress(OSError):  # what is in the way shows when it is written
                 path.unlink()
         self.run_id = uuid.uuid4().hex
         self._run = {"version": 1, "id": self.run_id, "started": time.time(), "complete": False}
@@ -216,7 +219,12 @@ class RunState:
         assert self._entries is not None
         i = self.ledger.add()
         data["i"] = i
-        self._entries.write(json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n")
+        try:
+            self._entries.write(json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n")
+        except OSError as exc:  # jobs are read back from this file: the run cannot start
+            raise StateDirError(
+                f"cannot write the run state {str(self.entries_path)!r}: {exc.strerror or exc}"
+            ) from exc
         return i
 
     def entries_written(self) -> None:
@@ -326,8 +334,6 @@ class RunState:
         if path is not None:
             self.ledger.paths[i] = path
             tail = ',"p":' + json.dumps(path, ensure_ascii=False)
-        if self.journal_error is not None:
-            return  # the disk refused it once: the outcome lives in memory (and the report)
         try:
             if self._journal is None:
                 self._journal = self._open_journal()
@@ -340,9 +346,10 @@ class RunState:
             # kill -9 start a second transfer into one .part.
             self._journal.flush()
         except OSError as exc:
-            # A full disk must not end the run: the other downloads go on.
-            # Outcomes not journalled make --retry check those entries again
-            # (a complete file is then skipped), which loses nothing.
+            # A full disk must not end the run: the other downloads go on,
+            # and the next outcome tries again (space may have been freed;
+            # the torn line is closed first). An outcome not journalled makes
+            # --retry check that entry again.
             self.journal_error = exc.strerror or str(exc)
             self._close_journal()
 
@@ -398,34 +405,39 @@ class RunState:
                 yield data, self.record_of(data)
 
     def write_report(
-        self,
-        records: Iterable[Record],
-        summary: Callable[[], dict[str, Any]],
-        extra: Path | None = None,
+        self, records: Iterable[Record], summary: Callable[[], dict[str, Any]]
     ) -> None:
         """Stream the report to disk: memory does not grow with the run.
         ``summary`` is asked for once every record is written (it may count
         them as they pass)."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.report_path.with_name("report.json.tmp")
+        self.write_report_at(self.report_path, records, summary)
+
+    def copy_report(self, extra: Path) -> None:
+        """``--report PATH``: a copy of the run's own report, made after that
+        one is safe, so a bad PATH loses nothing."""
+        extra_tmp = extra.with_name(extra.name + ".tmp")
+        try:
+            with open(self.report_path, "rb") as src, open(extra_tmp, "wb") as dst:
+                dst.write(src.read())
+            os.replace(extra_tmp, extra)
+        except OSError:
+            with contextlib.suppress(OSError):
+                extra_tmp.unlink()
+            raise
+
+    def write_report_at(
+        self, path: Path, records: Iterable[Record], summary: Callable[[], dict[str, Any]]
+    ) -> None:
+        """The report at ``path``, replaced atomically; no .tmp left on failure."""
+        tmp = path.with_name(path.name + ".tmp")
         try:
             self._write_report(tmp, records, summary)
+            os.replace(tmp, path)
         except OSError:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
-        os.replace(tmp, self.report_path)
-        if extra is not None:
-            # after the run's own report is safe: a bad --report path loses nothing
-            extra_tmp = extra.with_name(extra.name + ".tmp")
-            try:
-                with open(self.report_path, "rb") as src, open(extra_tmp, "wb") as dst:
-                    dst.write(src.read())
-                os.replace(extra_tmp, extra)
-            except OSError:
-                with contextlib.suppress(OSError):
-                    extra_tmp.unlink()
-                raise
 
     @staticmethod
     def _write_report(

@@ -539,8 +539,7 @@ class Transfer:
         if create:
             # The segment table reaches the disk before the (sparse) part
             # does: a part of full length must never be taken for complete.
-            self.ctx.state.save_part(self.job.path, meta)
-            meta["saved"] = True
+            self._save_meta(meta)
         try:
             fd = open_segmented(part, total, create)
         except OSError as exc:
@@ -599,11 +598,19 @@ class Transfer:
         }
         resumable = meta["etag"] or meta["last_modified"] or total is not None
         if resumable and (total is None or total >= PERSIST_MIN):
-            self.ctx.state.save_part(self.job.path, meta)
-            meta["saved"] = True
+            self._save_meta(meta)
         elif old_saved:
             self.ctx.state.drop_part(self.job.path)
         self.meta = meta
+
+    def _save_meta(self, meta: dict[str, Any]) -> None:
+        try:
+            self.ctx.state.save_part(self.job.path, meta)
+        except OSError as exc:
+            raise LocalFileError(
+                f"cannot save the resume data of {self.job.path}.part: {exc.strerror or exc}"
+            ) from exc
+        meta["saved"] = True
 
     async def _stream(
         self,

@@ -567,11 +567,12 @@ async def test_a_full_disk_under_the_run_state_stops_nothing(
     normally and says what was not saved."""
     import os
 
-    gate = asyncio.Event()
+    gate, gate2 = asyncio.Event(), asyncio.Event()
     first = server.add("/first.bin", b"1" * 1000, gate=gate)
+    second = server.add("/second.bin", b"2" * 1000, gate=gate2)
     rest = [server.add(f"/r{n}.bin", bytes([n]) * 1000) for n in range(5)]
     dl = Downloader(tmp_path, progress=False, jobs=1)
-    run = asyncio.ensure_future(dl.download([first, *rest]))
+    run = asyncio.ensure_future(dl.download([first, second, *rest]))
     journal = tmp_path / ".downloader" / "journal.jsonl"
     from .test_cli import wait_for
 
@@ -579,11 +580,29 @@ async def test_a_full_disk_under_the_run_state_stops_nothing(
     assert not journal.exists()  # opened at the first outcome
     os.symlink("/dev/full", journal)
     gate.set()
+    await wait_for(lambda: server.requests.get("/second.bin") == 1, "the second request")
+    journal.unlink()  # space again: the next outcomes are journalled
+    gate2.set()
     results = await asyncio.wait_for(run, 30)
-    assert len(results.complete) == 6
+    assert len(results.complete) == 7
     assert all((tmp_path / f"r{n}.bin").read_bytes() == bytes([n]) * 1000 for n in range(5))
     report = json.loads((tmp_path / ".downloader" / "report.json").read_text())
-    assert [e["status"] for e in report["entries"]] == ["complete"] * 6
+    assert [e["status"] for e in report["entries"]] == ["complete"] * 7
+    lines = [json.loads(line) for line in journal.read_text().splitlines() if line]
+    assert [rec["i"] for rec in lines] == [1, 2, 3, 4, 5, 6]
+
+
+async def test_report_path_is_written_when_dirs_own_report_cannot_be(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    (tmp_path / "out" / ".downloader" / "report.json").mkdir(parents=True)  # in the way
+    url = server.add("/ok.bin", b"ok")
+    extra = tmp_path / "elsewhere.json"
+    results = await Downloader(tmp_path / "out", progress=False, report=extra).download([url])
+    assert results.complete
+    report = json.loads(extra.read_text())
+    assert [e["status"] for e in report["entries"]] == ["complete"]
+    assert report["summary"]["complete"] == 1
 
 
 async def test_per_host_lets_other_hosts_go_while_one_is_busy(

@@ -375,7 +375,7 @@ def _main(argv: Sequence[str] | None) -> int:
             retries=args.retries,
             timeout=args.timeout,
             limit_rate=args.limit_rate,
-            headers=dict(args.header),
+            headers=args.header,
             user_agent=args.user_agent,
             overwrite=args.overwrite,
             resume=not args.no_resume,

@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 import aiohttp
+from multidict import CIMultiDict
 
 from . import __version__
 from .config import Settings, is_secret_header, parse_rate
@@ -64,7 +65,7 @@ class Downloader:
         retries: int = 5,
         timeout: float = 30.0,
         limit_rate: int | str | None = None,
-        headers: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
         user_agent: str | None = None,
         overwrite: bool = False,
         resume: bool = True,
@@ -85,7 +86,8 @@ class Downloader:
             retries=retries,
             timeout=timeout,
             limit_rate=parse_rate(limit_rate) if isinstance(limit_rate, str) else limit_rate,
-            headers=dict(headers or {}),
+            # pairs keep a name given twice (-H 'X-A: 1' -H 'X-A: 2'): both are sent
+            headers=CIMultiDict(headers or {}),
             user_agent=user_agent or f"downloader/{__version__}",
             overwrite=overwrite,
             resume=resume,
@@ -365,7 +367,7 @@ class Downloader:
             policy=RetryPolicy(retries=s.retries),
             hosts=HostLimits(s.per_host),
             limiter=RateLimiter(s.limit_rate) if s.limit_rate else None,
-            base_headers={"User-Agent": s.user_agent, "Accept-Encoding": "identity", **s.headers},
+            base_headers=_base_headers(s),
             namer=self._namer,
             timeout=self._timeout(),
         )
@@ -590,6 +592,15 @@ class Downloader:
                     record.entry = self._entry_of(data)
                 results.append(record)
             yield record
+
+
+def _base_headers(s: Settings) -> CIMultiDict[str]:
+    """What every request sends; the run's headers replace ours by name."""
+    base: CIMultiDict[str] = CIMultiDict(
+        {"User-Agent": s.user_agent, "Accept-Encoding": "identity"}
+    )
+    base.update(CIMultiDict(s.headers))
+    return base
 
 
 def _warn(message: str) -> None:

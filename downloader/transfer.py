@@ -23,6 +23,7 @@ from typing import Any
 import aiofiles
 import aiohttp
 from aiohttp.helpers import get_env_proxy_for_url
+from multidict import CIMultiDict
 from yarl import URL
 
 from .config import WRITE_SLICE, Settings
@@ -126,7 +127,7 @@ class Context:
     policy: RetryPolicy
     hosts: HostLimits
     limiter: RateLimiter | None
-    base_headers: dict[str, str]
+    base_headers: CIMultiDict[str]
     proxies: EnvProxies = field(default_factory=EnvProxies)
     #: sent with every request: a session passed in by the caller has its own
     #: (aiohttp's default caps a whole transfer at 5 minutes)
@@ -444,8 +445,9 @@ class Transfer:
         cap, and a range guarded by the part's validator."""
         ctx = self.ctx
         settings = ctx.settings
-        headers = dict(ctx.base_headers)
-        headers.update(self.job.headers)
+        headers = CIMultiDict(ctx.base_headers)
+        if self.job.headers:
+            headers.update(self.job.headers)  # the entry's replace the run's, by name
         if has_userinfo(url) and any(k.lower() == "authorization" for k in headers):
             url = strip_userinfo(url)  # an explicit Authorization header wins, as in curl
         if byte_range is not None and self.meta is not None:

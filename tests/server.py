@@ -58,6 +58,8 @@ class FaultServer:
         self.paths: dict[str, Behaviour] = {}
         self.requests: dict[str, int] = {}
         self.request_log: list[tuple[float, str, dict[str, str]]] = []
+        #: every request's headers as sent, a name given twice included
+        self.header_log: list[list[tuple[str, str]]] = []
         self.bytes_served = 0
         self.in_flight = 0
         self.max_in_flight = 0
@@ -93,6 +95,7 @@ class FaultServer:
             path = "/" + path.split("://", 1)[1].partition("/")[2]
         self.requests[path] = self.requests.get(path, 0) + 1
         self.request_log.append((time.monotonic(), path, dict(request.headers)))
+        self.header_log.append(list(request.headers.items()))
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:

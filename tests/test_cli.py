@@ -484,3 +484,14 @@ async def test_retry_checks_recorded_options_and_keeps_secrets_off_disk(
         assert f"ignoring the run's recorded {name}" in err
     assert "X-Api-Key" in err and "pass them again with -H" in err
     assert "X-Api-Key" not in server.request_log[-1][2]
+
+
+async def test_a_header_given_twice_is_sent_twice(server: FaultServer, tmp_path: Path) -> None:
+    """As curl does; and -H replaces the default User-Agent, by name."""
+    url = server.add("/a.bin", b"a")
+    args = ["-H", "X-A: 1", "-H", "X-A: 2", "-H", "user-agent: mine/1"]
+    code, _, err = await run_cli(url, "-o", str(tmp_path), *args)
+    assert code == 0, err
+    sent = server.header_log[-1]
+    assert [v for k, v in sent if k.lower() == "x-a"] == ["1", "2"]
+    assert [v for k, v in sent if k.lower() == "user-agent"] == ["mine/1"]

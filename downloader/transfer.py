@@ -26,7 +26,7 @@ from aiohttp.helpers import get_env_proxy_for_url
 from multidict import CIMultiDict
 from yarl import URL
 
-from .config import WRITE_SLICE, Settings
+from .config import WRITE_SLICE, Settings, is_secret_header
 from .errors import (
     ChecksumMismatch,
     DownloadError,
@@ -138,6 +138,26 @@ class Context:
     namer: Namer = field(default_factory=Namer)
 
 
+#: Headers aiohttp itself drops on a redirect to another origin.
+_AIOHTTP_STRIPS = frozenset({"authorization", "proxy-authorization", "cookie"})
+
+
+def _secrets_stay_home(url: str, names: set[str]) -> Any:
+    """A client middleware (run for every hop of a redirect chain) that
+    drops secret-looking headers (X-Api-Key, tokens) on a hop to another
+    origin, as aiohttp does for Authorization and Cookie: a redirect must
+    not hand a credential to a host the user never named."""
+    home = URL(url).origin()
+
+    async def middleware(request: aiohttp.ClientRequest, handler: Any) -> Any:
+        if request.url.origin() != home:
+            for name in names:
+                request.headers.popall(name, None)
+        return await handler(request)
+
+    return middleware
+
+
 def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
     if not value:
         return None
@@ -232,6 +252,8 @@ class Transfer:
         self.cd_dest: str | None = None
         #: the checksum's hasher over the part's first N bytes, after a short 206
         self.carried_hash: tuple[Any, int] | None = None
+        #: (URL, extra arguments of its requests): secret headers stay on its origin
+        self._guard: tuple[str | None, dict[str, Any]] = (None, {})
 
     # -- the entry ---------------------------------------------------------
     async def run(self) -> Outcome:
@@ -456,6 +478,9 @@ class Transfer:
             if validator:
                 headers["If-Range"] = validator
         proxy, proxy_auth = ctx.proxies(url)
+        if self._guard[0] != url:  # once per entry and mirror, not per request
+            names = {k for k in headers if is_secret_header(k) and k.lower() not in _AIOHTTP_STRIPS}
+            self._guard = (url, {"middlewares": (_secrets_stay_home(url, names),)} if names else {})
         return ctx.session.get(
             url,
             headers=headers,
@@ -465,6 +490,7 @@ class Transfer:
             timeout=ctx.timeout,
             auto_decompress=False,
             ssl=not settings.insecure,
+            **self._guard[1],
         )
 
     async def _request(

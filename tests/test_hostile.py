@@ -230,3 +230,34 @@ async def test_nothing_from_a_list_or_server_drives_the_terminal(
     assert code == 1
     assert "\x1b" not in err and "\x07" not in err
     assert "\\x1b]0;PWNED" in err and "\\x1b[2Jgone" in err
+
+
+async def test_secret_looking_headers_stay_with_the_origin_named(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """A redirect to another origin (here: localhost, another host name)
+    gets neither Authorization (aiohttp drops it) nor X-Api-Key (we do);
+    harmless headers go on, and a same-origin redirect keeps everything."""
+    port = server.base.rsplit(":", 1)[1]
+    server.add("/landing.bin", b"landed")
+    away = server.add("/away", redirect=f"http://localhost:{port}/landing.bin")
+    home = server.add("/home", redirect="/landing.bin")
+    code, _, err = await run_cli(
+        away,
+        home,
+        "-o",
+        str(tmp_path),
+        "-H",
+        "X-Api-Key: k3y",
+        "-H",
+        "Authorization: Bearer t0k",
+        "-H",
+        "X-Plain: 1",
+    )
+    assert code == 0, err
+    landed = [h for (_, path, h) in server.request_log if path == "/landing.bin"]
+    by_host = {h["Host"].split(":")[0]: h for h in landed}
+    assert "X-Api-Key" not in by_host["localhost"] and "Authorization" not in by_host["localhost"]
+    assert by_host["localhost"]["X-Plain"] == "1"
+    assert by_host["127.0.0.1"]["X-Api-Key"] == "k3y"
+    assert by_host["127.0.0.1"]["Authorization"] == "Bearer t0k"

@@ -332,18 +332,21 @@ def _with_recorded(
     only where the namespace has no value yet, so the recorded values go in
     first and the command line is parsed over them."""
     recorded = RunState(Path(args.output_dir or ".")).recorded_settings()
+    given = {k.lower() for k, _ in args.header}
     start = argparse.Namespace()
     for name in _RECORDED:
         if name not in recorded:
             continue
         try:
-            setattr(start, name, _recorded_value(name, recorded[name]))
+            value = _recorded_value(name, recorded[name])
+            if name == "header":  # a name given again now replaces the recorded values
+                value = [(k, v) for k, v in value if k.lower() not in given]
+            setattr(start, name, value)
         except (ValueError, argparse.ArgumentTypeError):
             if not args.quiet:
                 _say(f"warning: ignoring the run's recorded {name} {recorded[name]!r}: not valid")
     again = parser.parse_args(argv, namespace=start)
     withheld = recorded.get("withheld_headers")
-    given = {k.lower() for k, _ in args.header}
     if isinstance(withheld, list) and not args.quiet:
         missing = [h for h in withheld if isinstance(h, str) and h.lower() not in given]
         if missing:

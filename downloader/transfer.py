@@ -480,7 +480,12 @@ class Transfer:
         proxy, proxy_auth = ctx.proxies(url)
         if self._guard[0] != url:  # once per entry and mirror, not per request
             names = {k for k in headers if is_secret_header(k) and k.lower() not in _AIOHTTP_STRIPS}
-            self._guard = (url, {"middlewares": (_secrets_stay_home(url, names),)} if names else {})
+            self._guard = (url, {})
+            if names:
+                # a per-request list replaces the session's: a caller's own
+                # middlewares (signing, logging) must still run
+                own = tuple(getattr(ctx.session, "_middlewares", None) or ())
+                self._guard[1]["middlewares"] = (*own, _secrets_stay_home(url, names))
         return ctx.session.get(
             url,
             headers=headers,

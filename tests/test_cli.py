@@ -495,3 +495,18 @@ async def test_a_header_given_twice_is_sent_twice(server: FaultServer, tmp_path:
     sent = server.header_log[-1]
     assert [v for k, v in sent if k.lower() == "x-a"] == ["1", "2"]
     assert [v for k, v in sent if k.lower() == "user-agent"] == ["mine/1"]
+
+
+async def test_a_header_given_again_with_retry_replaces_the_recorded_one(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    url = server.add("/a.bin", b"a", statuses=[503])
+    out = tmp_path / "out"
+    args = ["-H", "Accept: text/x", "-H", "X-A: 1", "-H", "X-A: 2"]
+    code, _, _ = await run_cli(url, "-o", str(out), "--retries", "0", *args)
+    assert code == 1
+    code, _, err = await run_cli("--retry", "-o", str(out), "-H", "Accept: application/json")
+    assert code == 0, err
+    sent = server.header_log[-1]
+    assert [v for k, v in sent if k.lower() == "accept"] == ["application/json"]
+    assert [v for k, v in sent if k.lower() == "x-a"] == ["1", "2"]

@@ -627,3 +627,25 @@ async def test_per_host_lets_other_hosts_go_while_one_is_busy(
     gate.set()
     results = await asyncio.wait_for(run, 30)
     assert len(results.complete) == 20
+
+
+async def test_a_callers_session_middlewares_run_for_every_entry(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """Our per-request guard for secret headers must not replace a caller's
+    own middlewares (signing, logging), which aiohttp would otherwise skip."""
+    import aiohttp
+
+    seen: list[str] = []
+
+    async def logging_mw(request: aiohttp.ClientRequest, handler):  # type: ignore[no-untyped-def]
+        seen.append(request.url.path)
+        return await handler(request)
+
+    plain = server.add("/m1", b"1")
+    keyed = Entry(server.add("/m2", b"2"), headers={"X-Api-Key": "k"})
+    async with aiohttp.ClientSession(middlewares=(logging_mw,)) as session:
+        dl = Downloader(tmp_path, progress=False, session=session)
+        results = await dl.download([plain, keyed])
+    assert len(results.complete) == 2
+    assert sorted(seen) == ["/m1", "/m2"]

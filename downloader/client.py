@@ -331,14 +331,21 @@ class Downloader:
         self._stop = asyncio.Event()
         state = RunState(s.output_dir)
         interrupted = False
-        if source is None:
-            state.load()
-            self._prepare_retry(state)
-        else:
-            self._make_output_dir()
-            self._secrets.clear()
-            self._previous = state.server_names() if s.content_disposition else {}
-            interrupted = await self._read_list(state, source)
+        try:
+            if source is None:
+                state.load()
+                state.lock()
+                self._prepare_retry(state)
+            else:
+                self._make_output_dir()
+                state.lock()
+                self._secrets.clear()
+                self._previous = state.server_names() if s.content_disposition else {}
+                interrupted = await self._read_list(state, source)
+        except BaseException:
+            state.close()  # and the lock goes with it
+            raise
+        if source is not None:
             self._hold(self._previous)
             self._previous = {}
             if not s.content_disposition:

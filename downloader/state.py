@@ -20,6 +20,11 @@ import re
 import stat
 import time
 import uuid
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: one run per folder is then the user's care
+    fcntl = None  # type: ignore[assignment]
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -154,6 +159,7 @@ class RunState:
         self.partial = False
         #: why the journal could not be written (a full disk), if it could not
         self.journal_error: str | None = None
+        self._lock: IO[bytes] | None = None
 
     # -- paths -------------------------------------------------------------
     @property
@@ -377,7 +383,32 @@ class RunState:
                 if self.journal_error is None:
                     self.journal_error = exc.strerror or str(exc)
 
+    def lock(self) -> None:
+        """Hold DIR for this run. Two runs in one folder would write each
+        other's ``.part`` files and state: one could rename the other's
+        partial file to a final name. The lock is the kernel's (flock), so
+        a process that dies, even by kill -9, lets go of it."""
+        if fcntl is None or self._lock is not None:
+            return
+        self._make_dirs()
+        handle = open(self.dir / "lock", "a+b")  # noqa: SIM115
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise StateDirError(
+                f"another downloader run is using {str(self.root)!r}: wait for it to end, "
+                "or stop it (its state and files are in that folder)"
+            ) from None
+        except OSError:  # a file system without locks (some NFS): run unlocked, as before
+            handle.close()
+            return
+        self._lock = handle
+
     def close(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.close()  # closing the file releases the flock
         self._close_journal()
         entries, self._entries = self._entries, None
         if entries is not None:

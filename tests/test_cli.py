@@ -510,3 +510,37 @@ async def test_a_header_given_again_with_retry_replaces_the_recorded_one(
     sent = server.header_log[-1]
     assert [v for k, v in sent if k.lower() == "accept"] == ["application/json"]
     assert [v for k, v in sent if k.lower() == "x-a"] == ["1", "2"]
+
+
+async def test_a_second_run_in_the_same_folder_is_refused(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """Two runs in one folder would write into each other's .part files; the
+    second is refused (exit 2) and the first is not disturbed."""
+    gate = asyncio.Event()
+    body = blob(200_000, 4)
+    url = server.add("/held.bin", body, gate=gate)
+    out = tmp_path / "out"
+    first = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "downloader",
+        url,
+        "-o",
+        str(out),
+        "-q",
+        stderr=asyncio.subprocess.PIPE,
+        env=ENV,
+    )
+    await wait_for(lambda: server.requests.get("/held.bin") == 1, "the first run's request")
+    code, _, err = await run_cli(url, "-o", str(out))
+    assert code == 2 and "another downloader run is using" in err
+    code, _, err = await run_cli("--retry", "-o", str(out))
+    assert code == 2 and "another downloader run is using" in err
+    gate.set()
+    _, first_err = await first.communicate()
+    assert first.returncode == 0, first_err
+    assert (out / "held.bin").read_bytes() == body
+    assert server.requests["/held.bin"] == 1
+    code, _, err = await run_cli(url, "-o", str(out))  # the lock went with the first run
+    assert code == 0, err

@@ -25,8 +25,8 @@ class _Job(Protocol):
     promised: bool
 
 
-def _nothing() -> None:
-    return None
+def no_slot() -> None:
+    """The release of a request that holds no slot (no --per-host)."""
 
 
 class HostLimits:
@@ -83,7 +83,7 @@ class HostLimits:
         if job is not None:
             self.settle(job)
         if self.limit is None:
-            return _nothing
+            return no_slot
         host = host_of(url)
         sem = self._sem(host)
         await sem.acquire()

@@ -136,11 +136,10 @@ class Segmented:
                 raise RestartNeeded("server ignored a segment's range; fetching whole")
             if resp.status != 206:
                 raise status_error(resp)
-            from .transfer import check_partial, parse_content_range
+            from .transfer import check_partial
 
-            check_partial(meta, resp, seg[2])
-            cr = parse_content_range(resp.headers.get("Content-Range"))
-            await self._pump(seg, resp, cr[1] + 1 if cr is not None else None)
+            _, served = check_partial(meta, resp, seg[2])
+            await self._pump(seg, resp, served)
 
     async def _pump(self, seg: list[int], resp: aiohttp.ClientResponse, served: int | None) -> None:
         """Stream into the segment's byte range; stops at its end. A 206 that

@@ -35,7 +35,7 @@ from .errors import (
     TruncatedError,
     UnsafeNameError,
 )
-from .hosts import HostLimits
+from .hosts import HostLimits, no_slot
 from .models import Status
 from .naming import Namer, is_name_for, server_name, target
 from .progress import Activity
@@ -91,10 +91,6 @@ class Outcome:
     path: str | None = None
 
 
-def _nothing() -> None:
-    return None
-
-
 class EnvProxies:
     """The proxy for a URL, from ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY``,
     looked up once per scheme and host: aiohttp's ``trust_env`` does it (and
@@ -128,12 +124,10 @@ class Context:
     hosts: HostLimits
     limiter: RateLimiter | None
     base_headers: CIMultiDict[str]
-    proxies: EnvProxies = field(default_factory=EnvProxies)
     #: sent with every request: a session passed in by the caller has its own
     #: (aiohttp's default caps a whole transfer at 5 minutes)
-    timeout: aiohttp.ClientTimeout = field(
-        default_factory=lambda: aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=30)
-    )
+    timeout: aiohttp.ClientTimeout
+    proxies: EnvProxies = field(default_factory=EnvProxies)
     received: int = 0
     namer: Namer = field(default_factory=Namer)
 
@@ -168,15 +162,18 @@ def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None
     return int(match.group(1)), int(match.group(2)), total
 
 
-def check_partial(meta: Mapping[str, Any], resp: aiohttp.ClientResponse, start: int) -> int:
+def check_partial(
+    meta: Mapping[str, Any], resp: aiohttp.ClientResponse, start: int
+) -> tuple[int, int]:
     """A 206 is trusted only when it continues exactly the resource the part
     holds (some servers ignore If-Range): same start, same total length, same
     ETag and Last-Modified when known. Used by whole-file resumes and by every
-    segment. Returns the total length; RestartNeeded otherwise."""
+    segment. Returns the total length and where the 206's bytes end (a
+    server may send less than asked for); RestartNeeded otherwise."""
     cr = parse_content_range(resp.headers.get("Content-Range"))
     if cr is None:
         raise RestartNeeded("206 without a usable Content-Range; restarting")
-    got_start, _end, total = cr
+    got_start, end, total = cr
     known = meta.get("total")
     if got_start != start:
         raise RestartNeeded(f"server resumed at byte {got_start}, not {start}; restarting")
@@ -202,7 +199,7 @@ def check_partial(meta: Mapping[str, Any], resp: aiohttp.ClientResponse, start: 
     total = total if total is not None else known  # "bytes a-b/*": the recorded length
     if total is None:
         raise RestartNeeded("the length of the resource is unknown; restarting")
-    return int(total)
+    return int(total), end + 1
 
 
 def _segments_ok(meta: dict[str, Any], size: int) -> bool:
@@ -215,6 +212,11 @@ def _segments_ok(meta: dict[str, Any], size: int) -> bool:
         )
     except (KeyError, TypeError, ValueError):
         return False
+
+
+def _resumable(meta: Mapping[str, Any]) -> bool:
+    """A part can be continued only against a validator or a known length."""
+    return bool(meta.get("etag") or meta.get("last_modified") or meta.get("total") is not None)
 
 
 def _strong_etag(etag: str | None) -> str | None:
@@ -357,18 +359,12 @@ class Transfer:
         with contextlib.suppress(OSError):
             size = os.stat(self.ctx.root / (self.job.path + ".part")).st_size
         meta = self.meta
-        if (
-            size
-            and meta is not None
-            and not meta.get("saved")
-            and (meta.get("etag") or meta.get("last_modified") or meta.get("total") is not None)
-        ):
+        if size and meta is not None and not meta.get("saved") and _resumable(meta):
             # A small part's metadata stays in memory while it goes well (a
             # file each would cost more than a small transfer); a part left
             # behind gets it, so a rerun or --retry continues it too.
-            with contextlib.suppress(OSError):
-                self.ctx.state.save_part(self.job.path, meta)
-                meta["saved"] = True
+            with contextlib.suppress(LocalFileError):
+                self._save_meta(meta)
         return Outcome("failed", size, self.attempts, str(err))
 
     def _discard(self, part: Path) -> None:
@@ -434,7 +430,7 @@ class Transfer:
         usable = (
             stat.S_ISREG(st.st_mode)
             and meta is not None
-            and (meta.get("etag") or meta.get("last_modified") or meta.get("total") is not None)
+            and _resumable(meta)
             and (meta.get("total") is None or size <= meta["total"])
             and ("segments" not in meta or _segments_ok(meta, size))
         )
@@ -450,7 +446,7 @@ class Transfer:
         if offset and self.meta is not None and self.meta.get("segments"):
             # no request of its own: each segment counts the requests it sends
             ctx.hosts.settle(self.job)
-            await self._run_segments(url, part, None, _nothing, create=False)
+            await self._run_segments(url, part, None, no_slot, create=False)
             return
         release = await ctx.hosts.acquire(url, self.job)
         self.attempts += 1  # attempts are requests sent, here and per segment
@@ -515,10 +511,9 @@ class Transfer:
             if settings.content_disposition:
                 self._server_name(resp)
             served: int | None = None  # where a 206's bytes end
+            total: int | None
             if status == 206:
-                total: int | None = check_partial(self.meta or {}, resp, offset)
-                cr = parse_content_range(resp.headers.get("Content-Range"))
-                served = cr[1] + 1 if cr is not None else None
+                total, served = check_partial(self.meta or {}, resp, offset)
             else:
                 if offset:
                     # The old part goes before the new metadata is saved: a
@@ -629,8 +624,7 @@ class Transfer:
             "last_modified": resp.headers.get("Last-Modified"),
             "total": total,
         }
-        resumable = meta["etag"] or meta["last_modified"] or total is not None
-        if resumable and (total is None or total >= PERSIST_MIN):
+        if _resumable(meta) and (total is None or total >= PERSIST_MIN):
             self._save_meta(meta)
         elif old_saved:
             self.ctx.state.drop_part(self.job.path)

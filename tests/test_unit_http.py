@@ -125,16 +125,17 @@ def test_a_206_must_prove_it_continues_the_same_version() -> None:
     from downloader.transfer import check_partial
 
     tagged = {"etag": '"v1"', "total": 1000}
-    assert check_partial(tagged, _206("bytes 300-999/1000", ETag='"v1"'), 300) == 1000
+    assert check_partial(tagged, _206("bytes 300-999/1000", ETag='"v1"'), 300) == (1000, 1000)
+    assert check_partial(tagged, _206("bytes 300-499/1000", ETag='"v1"'), 300) == (1000, 500)
     with pytest.raises(RestartNeeded):  # the validator recorded, none sent back
         check_partial(tagged, _206("bytes 300-999/1000"), 300)
     with pytest.raises(RestartNeeded):
         check_partial(tagged, _206("bytes 300-999/1000", ETag='"v2"'), 300)
     dated = {"last_modified": "Wed, 21 Oct 2015 07:28:00 GMT", "total": 1000}
     same = _206("bytes 300-999/*", **{"Last-Modified": dated["last_modified"]})
-    assert check_partial(dated, same, 300) == 1000
+    assert check_partial(dated, same, 300) == (1000, 1000)
     bare = {"total": 1000}  # no validator: only the same stated total will do
-    assert check_partial(bare, _206("bytes 300-999/1000"), 300) == 1000
+    assert check_partial(bare, _206("bytes 300-999/1000"), 300) == (1000, 1000)
     for cr in ("bytes 300-999/*", "bytes 300-1999/2000"):
         with pytest.raises(RestartNeeded):
             check_partial(bare, _206(cr), 300)

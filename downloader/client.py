@@ -28,11 +28,9 @@ from .scheduler import run_window
 from .state import (
     RunState,
     has_userinfo,
-    redact_text,
     redact_url,
     strip_userinfo,
 )
-from .text import printable
 from .transfer import Context, Job, Outcome, Transfer
 from .urllist import entries_from, parse_checksum
 
@@ -490,19 +488,22 @@ class Downloader:
     def _prepare_retry(self, state: RunState) -> None:
         s = self.settings
         ledger = state.ledger
-        self._held = {}  # finished entries keep their names through the claims below
+        self._held = {}
         if s.content_disposition:
             # server-chosen names must stay clear of every name of the run
             self._namer = Namer()
+            earlier: list[tuple[tuple[str, str], str]] = []
             for data in state.iter_entries():
-                if data.get("path") is not None:
-                    path = ledger.paths.get(data["i"], data["path"])
-                    self._namer.claim(data["url"], path, data.get("line"))
-            for data in state.iter_entries():  # names from earlier runs, not yet used in this one
-                held = data.get("held")
                 i = data["i"]
-                if held and not ledger.done(i) and i not in ledger.paths and self._namer.hold(held):
-                    self._held[(data["url"], data["path"])] = held
+                if data.get("path") is not None:
+                    self._namer.claim(
+                        data["url"], ledger.paths.get(i, data["path"]), data.get("line")
+                    )
+                if data.get("held") and not ledger.done(i) and i not in ledger.paths:
+                    earlier.append(((data["url"], data["path"]), data["held"]))
+            # names from earlier runs, not yet used in this one: held once every
+            # recorded name is claimed, so that none of those moves
+            self._hold(dict(earlier))
         if not s.quiet:
             lost = sum(
                 1
@@ -579,7 +580,7 @@ class Downloader:
             status=outcome.status,
             bytes=outcome.bytes,
             attempts=outcome.attempts,
-            error=printable(redact_text(outcome.error)) if outcome.error else None,
+            error=state.ledger.errors.get(job.index),  # as state.record cleaned it
             line=job.line,
             index=job.index,
         )

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import NoRunError, StateDirError
+from .errors import DownloaderError, NoRunError, StateDirError
 from .models import NOT_STARTED, Record, Status
 from .naming import STATE_DIR
 from .text import printable
@@ -47,16 +47,24 @@ _OUTCOMES: tuple[Status, ...] = ("failed", "complete", "skipped", "failed")
 _LONE = "backslashreplace"
 
 
-def _atomic_write(path: Path, data: str) -> None:
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[IO[str]]:
+    """Write ``path`` whole or not at all: into ``path.tmp``, renamed over it
+    at the end; on a failure (a full disk) the .tmp goes too."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "w", encoding="utf-8", errors=_LONE) as f:
-            f.write(data)
+            yield f
         os.replace(tmp, path)
-    except OSError:
+    except BaseException:
         with contextlib.suppress(OSError):
-            tmp.unlink()  # a disk that is full keeps no half-written leftovers
+            tmp.unlink()
         raise
+
+
+def _atomic_write(path: Path, data: str) -> None:
+    with _replacing(path) as f:
+        f.write(data)
 
 
 class Ledger:
@@ -275,27 +283,19 @@ class RunState:
         before it (``--content-disposition``), by the entry's URL and
         list-derived path: a rerun gives each entry its own file again,
         whatever order the responses come in."""
-        given: dict[int, str] = {}
+        previous = RunState(self.root)
+        found: dict[tuple[str, str], str] = {}
         try:
-            self._check_dir()
-            with (
-                contextlib.suppress(FileNotFoundError),
-                open(self.journal_path, encoding="utf-8") as f,
-            ):
-                for line in f:
-                    if '"p":' in line:
-                        with contextlib.suppress(ValueError, KeyError, TypeError):
-                            rec = json.loads(line)
-                            given[int(rec["i"])] = str(rec["p"])
-            found = {}
-            for data in self.iter_entries():
+            previous.load()
+            given = previous.ledger.paths
+            for data in previous.iter_entries():
                 # given in that run, else held for the entry from a run before
-                name = given.get(data.get("i", -1)) or data.get("held")
+                name = given.get(data["i"]) or data.get("held")
                 if name is not None and data.get("path") is not None:
                     found[(str(data["url"]), str(data["path"]))] = str(name)
-            return found
-        except (OSError, ValueError, TypeError, StateDirError):
+        except (DownloaderError, OSError, ValueError, KeyError, TypeError):
             return {}
+        return found
 
     def recorded_settings(self) -> dict[str, Any]:
         """The options the recorded run was started with ({} when unknown)."""
@@ -447,34 +447,15 @@ class RunState:
     def copy_report(self, extra: Path) -> None:
         """``--report PATH``: a copy of the run's own report, made after that
         one is safe, so a bad PATH loses nothing."""
-        extra_tmp = extra.with_name(extra.name + ".tmp")
-        try:
-            with open(self.report_path, "rb") as src, open(extra_tmp, "wb") as dst:
-                dst.write(src.read())
-            os.replace(extra_tmp, extra)
-        except OSError:
-            with contextlib.suppress(OSError):
-                extra_tmp.unlink()
-            raise
-
-    def write_report_at(
-        self, path: Path, records: Iterable[Record], summary: Callable[[], dict[str, Any]]
-    ) -> None:
-        """The report at ``path``, replaced atomically; no .tmp left on failure."""
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            self._write_report(tmp, records, summary)
-            os.replace(tmp, path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
+        with open(self.report_path, encoding="utf-8") as src, _replacing(extra) as dst:
+            dst.write(src.read())
 
     @staticmethod
-    def _write_report(
-        tmp: Path, records: Iterable[Record], summary: Callable[[], dict[str, Any]]
+    def write_report_at(
+        path: Path, records: Iterable[Record], summary: Callable[[], dict[str, Any]]
     ) -> None:
-        with open(tmp, "w", encoding="utf-8", errors=_LONE) as f:
+        """The report at ``path``, whole or not at all."""
+        with _replacing(path) as f:
             f.write('{"entries": [')
             first = True
             for record in records:

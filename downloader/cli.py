@@ -17,7 +17,7 @@ from typing import Any
 from . import __version__
 from ._console import raise_interrupt
 from .client import Downloader
-from .config import DEFAULT_SPLIT, MAX_TIMEOUT, MIN_SEGMENT, parse_rate
+from .config import DEFAULT_AGENT, DEFAULT_SPLIT, MAX_TIMEOUT, MIN_SEGMENT, parse_rate
 from .errors import DownloaderError, ListError, NoRunError
 from .models import Entry, Results
 from .progress import summary_lines
@@ -69,6 +69,10 @@ def _header(text: str) -> tuple[str, str]:
     if problem:
         raise argparse.ArgumentTypeError(problem)
     return split_header(text)
+
+
+def _agent(text: str) -> str:
+    return _header(f"User-Agent: {text}")[1]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--user-agent",
         metavar="STRING",
-        help=f"User-Agent header (default: downloader/{__version__})",
+        type=_agent,
+        help=f"User-Agent header (default: {DEFAULT_AGENT})",
     )
     p.add_argument(
         "--overwrite", action="store_true", help="replace existing files instead of skipping them"
@@ -272,13 +277,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say("interrupted before anything was downloaded")
         return EXIT_INTERRUPTED
-
-
-def _agent(text: str) -> str:
-    problem = header_problem(f"User-Agent: {text}")
-    if problem:
-        raise argparse.ArgumentTypeError(problem)
-    return text
 
 
 #: The options a run records for ``--retry``, each checked again as the

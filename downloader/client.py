@@ -15,8 +15,7 @@ from typing import Any, Literal, TypeVar
 import aiohttp
 from multidict import CIMultiDict
 
-from . import __version__
-from .config import Settings, is_secret_header, parse_rate
+from .config import DEFAULT_AGENT, Settings, is_secret_header, parse_rate
 from .errors import DownloaderError, DownloadError
 from .hosts import HostLimits, prefer_free_hosts
 from .models import Entry, Record, Results
@@ -86,7 +85,7 @@ class Downloader:
             limit_rate=parse_rate(limit_rate) if isinstance(limit_rate, str) else limit_rate,
             # pairs keep a name given twice (-H 'X-A: 1' -H 'X-A: 2'): both are sent
             headers=CIMultiDict(headers or {}),
-            user_agent=user_agent or f"downloader/{__version__}",
+            user_agent=user_agent or DEFAULT_AGENT,
             overwrite=overwrite,
             resume=resume,
             content_disposition=content_disposition,

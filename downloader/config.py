@@ -24,11 +24,10 @@ MAX_TIMEOUT = 7 * 24 * 3600.0
 #: copy into the page cache), in 64 KiB slices at a steady 900-985.
 WRITE_SLICE = 64 * 1024
 
-#: Header values that are secrets: kept out of every file the tool writes.
-SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
-#: Words that make a header name a secret too (X-Api-Key, X-Auth-Token, ...):
-#: a header wrongly taken for a secret costs a -H on --retry, the other way
-#: round a credential on disk.
+#: Words that make a header's value a secret, kept out of every file the tool
+#: writes: Authorization, Proxy-Authorization, Cookie, X-Api-Key, X-Auth-Token...
+#: A header wrongly taken for a secret costs a -H on --retry; the other way
+#: round, a credential on disk.
 _SECRET_WORDS = (
     "auth",
     "token",
@@ -46,10 +45,10 @@ _SECRET_WORDS = (
 def is_secret_header(name: str) -> bool:
     """Whether a header's value must never be written to disk."""
     lowered = name.lower()
-    return lowered in SECRET_HEADERS or any(word in lowered for word in _SECRET_WORDS)
+    return any(word in lowered for word in _SECRET_WORDS)
 
 
-_DEFAULT_AGENT = f"downloader/{__version__}"
+DEFAULT_AGENT = f"downloader/{__version__}"
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:i?[bB])?\s*$")
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
@@ -77,7 +76,7 @@ class Settings:
     timeout: float = 30.0
     limit_rate: int | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
-    user_agent: str = _DEFAULT_AGENT
+    user_agent: str = DEFAULT_AGENT
     overwrite: bool = False
     resume: bool = True
     content_disposition: bool = False
@@ -103,7 +102,7 @@ class Settings:
             "header": [[k, v] for k, v in self.headers.items() if not is_secret_header(k)],
             # names only: --retry says which to pass again
             "withheld_headers": [k for k in self.headers if is_secret_header(k)],
-            "user_agent": None if self.user_agent == _DEFAULT_AGENT else self.user_agent,
+            "user_agent": None if self.user_agent == DEFAULT_AGENT else self.user_agent,
             "overwrite": self.overwrite,
             "content_disposition": self.content_disposition,
             "insecure": self.insecure,

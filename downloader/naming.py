@@ -16,16 +16,14 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from .errors import UnsafeNameError
-from .text import from_wire
+from .text import UNPRINTABLE_CHARS, from_wire
 
 #: Longest file name, in UTF-8 bytes: 255 (the usual file system limit) less
 #: room for ``.part`` and a de-duplication suffix.
 MAX_NAME_BYTES = 240
 _MAX_EXT_BYTES = 24
-#: Separators, and characters that are unsafe to print: C0 and C1 controls
-#: (0x9B is CSI on a terminal) and the bidirectional overrides that make
-#: ``txt.exe`` read as ``exe.txt``.
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f/\\:\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+#: Separators, and whatever is unsafe to print.
+_UNSAFE = re.compile(f"[{UNPRINTABLE_CHARS}/\\\\:]")
 _RESERVED = frozenset(
     ["CON", "PRN", "AUX", "NUL"]
     + [f"COM{i}" for i in range(1, 10)]

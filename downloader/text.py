@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import re
 
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+#: C0 and C1 controls (0x9B is CSI on a terminal), the bidirectional marks and
+#: overrides that make ``txt.exe`` read as ``exe.txt``, and lone surrogates
+#: (not UTF-8): as a character class, for naming's cleaner too.
+UNPRINTABLE_CHARS = r"\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff"
+_UNPRINTABLE = re.compile(f"[{UNPRINTABLE_CHARS}]")
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -21,7 +25,7 @@ def _escape(match: re.Match[str]) -> str:
 def printable(text: str) -> str:
     """``text`` with control characters, bidirectional overrides and lone
     surrogates shown as escapes (``\\x1b``): one line, as typed."""
-    return _UNPRINTABLE.sub(_escape, text) if _UNPRINTABLE.search(text) else text
+    return _UNPRINTABLE.sub(_escape, text)
 
 
 def from_wire(text: str) -> str:
@@ -29,14 +33,10 @@ def from_wire(text: str) -> str:
     UTF-8 (HTTP's historical charset: ``Non trouv\\xe9`` from a localised
     server), so it holds no lone surrogates."""
     try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        try:
-            raw = text.encode("utf-8", "surrogateescape")
-        except UnicodeEncodeError:  # a surrogate no byte stands for: printable() escapes it
-            return text
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return raw.decode("latin-1")
-    return text
+        raw = text.encode("utf-8", "surrogateescape")  # the bytes as they came
+    except UnicodeEncodeError:  # a surrogate no byte stands for: printable() escapes it
+        return text
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")

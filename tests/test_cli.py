@@ -544,3 +544,10 @@ async def test_a_second_run_in_the_same_folder_is_refused(
     assert server.requests["/held.bin"] == 1
     code, _, err = await run_cli(url, "-o", str(out))  # the lock went with the first run
     assert code == 0, err
+
+
+async def test_a_user_agent_that_is_no_header_value_is_a_usage_error(tmp_path: Path) -> None:
+    code, _, err = await run_cli(
+        "--user-agent", "a\r\nX-Evil: 1", "http://127.0.0.1:9/x", "-o", str(tmp_path)
+    )
+    assert code == 2 and "--user-agent" in err

@@ -45,12 +45,9 @@ class HostLimits:
             sem = self._sems[host] = asyncio.Semaphore(self.limit)
         return sem
 
-    def has_room(self, url: str) -> bool:
-        """A slot of the URL's host is free, counting those promised to
-        entries already handed out."""
-        return self.limit is None or self.room_at(host_of(url))
-
     def room_at(self, host: str) -> bool:
+        """A slot of the host is free, counting those promised to entries
+        already handed out."""
         assert self.limit is not None
         return self._busy.get(host, 0) + self._promised.get(host, 0) < self.limit
 

@@ -30,7 +30,7 @@ def test_a_free_host_goes_ahead_of_a_busy_one_and_its_promise_is_kept() -> None:
     a, b = _jobs("a", 3), _jobs("b", 2)
     order = prefer_free_hosts(iter(a + b), hosts)
     first = next(order)
-    assert first is a[0] and first.promised and not hosts.has_room(a[1].urls[0])
+    assert first is a[0] and first.promised and not hosts.room_at("a")
     assert next(order) is b[0]  # a's slot is promised: b goes first
     hosts.settle(first)  # a[0] asked for its slot (or was skipped)
     assert next(order) is a[1]

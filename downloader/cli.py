@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--per-host",
         type=_positive,
         metavar="N",
-        help="requests in flight to one host at once (default: no extra limit)",
+        help="requests in flight to one host at once; other hosts' files go ahead of a "
+        "busy host's (default: no extra limit)",
     )
     p.add_argument(
         "--split",
@@ -134,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_seconds,
         default=30.0,
         metavar="SECONDS",
-        help="connect timeout and longest wait with no data (default: 30)",
+        help="connect timeout and longest wait with no data, at most a week (default: 30)",
     )
     p.add_argument(
         "--limit-rate",
@@ -149,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="'Name: value'",
-        help="extra request header, repeatable",
+        help="extra request header, repeatable (a name given twice is sent twice)",
     )
     p.add_argument(
         "--user-agent",
@@ -184,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--retry",
         action="store_true",
-        help="continue the last run recorded in the output directory",
+        help="continue the last run recorded in the output directory, with its options "
+        "(options given now win; secret headers must be given again)",
     )
     p.add_argument(
         "--demo", action="store_true", help="offline demonstration against a built-in local server"

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         HTTPStatusError,
         ListError,
         NoRunError,
+        StateDirError,
         UnsafeNameError,
     )
     from .models import Entry, Record, Results
@@ -36,6 +37,7 @@ _WHERE = {
     "HTTPStatusError": "errors",
     "ListError": "errors",
     "NoRunError": "errors",
+    "StateDirError": "errors",
     "UnsafeNameError": "errors",
     "Entry": "models",
     "Record": "models",
@@ -45,13 +47,15 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'downloader' has no attribute {name!r}")
-    value = getattr(import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+if not TYPE_CHECKING:  # for a type checker, the names are the imports above
+
+    def __getattr__(name: str) -> Any:
+        module = _WHERE.get(name)
+        if module is None:
+            raise AttributeError(f"module 'downloader' has no attribute {name!r}")
+        value = getattr(import_module(f".{module}", __name__), name)
+        globals()[name] = value
+        return value
 
 
 def __dir__() -> list[str]:
@@ -70,6 +74,7 @@ __all__ = [
     "ProgressEvent",
     "Record",
     "Results",
+    "StateDirError",
     "UnsafeNameError",
     "__version__",
     "load_list",

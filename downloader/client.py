@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import signal
 import sys
 import threading
 import time
@@ -16,7 +18,7 @@ import aiohttp
 from multidict import CIMultiDict
 
 from .config import DEFAULT_AGENT, Settings, is_secret_header, parse_rate
-from .errors import DownloaderError, DownloadError
+from .errors import DownloaderError, DownloadError, UnsafeNameError
 from .hosts import HostLimits, prefer_free_hosts
 from .models import Entry, Record, Results
 from .naming import Namer, clean_out, name_from_url
@@ -27,11 +29,12 @@ from .scheduler import run_window
 from .state import (
     RunState,
     has_userinfo,
+    redact_loose,
     redact_url,
     strip_userinfo,
 )
 from .transfer import Context, Job, Outcome, Transfer
-from .urllist import entries_from, parse_checksum
+from .urllist import entries_from, parse_checksum, url_problem
 
 T = TypeVar("T")
 
@@ -97,6 +100,8 @@ class Downloader:
             on_progress=on_progress,
         )
         self._given_session = session
+        #: a caller's session may carry its own User-Agent: ours goes only when asked
+        self._agent_given = user_agent is not None
         self._own_session: aiohttp.ClientSession | None = None
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -156,7 +161,7 @@ class Downloader:
         still cover every entry): for lists of millions of lines, whose full
         record is in ``DIR/.downloader/report.json``.
         """
-        return await self._execute(entries_from(entries), None, collect)
+        return await self._execute(entries_from(_many(entries)), None, collect)
 
     async def retry(self, results: Results | None = None, *, collect: bool = True) -> Results:
         """Run again what did not complete, resuming partial files.
@@ -170,6 +175,14 @@ class Downloader:
             return await self._execute(None, None, collect)
         if results.run_id and results.run_id == RunState(s.output_dir).recorded_id():
             only = {r.index for r in results.failed if r.index is not None}
+            for r in results.failed:
+                # credentials are not on disk: the results (maybe another
+                # Downloader's) hold them in memory
+                e = r.entry
+                if e is not None and r.index is not None and r.index not in self._secrets:
+                    headers = dict(e.headers or {})
+                    if any(has_userinfo(u) for u in e.urls) or any(map(is_secret_header, headers)):
+                        self._secrets[r.index] = (e.urls, headers)
             return await self._execute(None, only, collect)
         # Results of an older run (another one has been recorded since):
         # their failed entries, under the same names, as a run of their own.
@@ -188,13 +201,53 @@ class Downloader:
         return merged
 
     def run(self, entries: Iterable[str | Entry], *, collect: bool = True) -> Results:
-        """Blocking :meth:`download`; works even where an event loop already
-        runs in this thread (it then runs in a helper thread)."""
-        return _run_sync(self.download(entries, collect=collect))
+        """Blocking :meth:`download`.
+
+        Where an event loop already runs in this thread (a notebook), the run
+        goes to a helper thread with a loop of its own, and this loop waits
+        for it, blocked: ``await dl.download(...)`` is the way there. A
+        session of this Downloader's (``async with``, ``session=``) belongs to
+        the running loop and cannot go along: RuntimeError.
+        """
+        entries = _many(entries)  # a TypeError here, not in the helper thread
+        return self._run_sync(lambda: self.download(entries, collect=collect))
 
     def run_retry(self, results: Results | None = None, *, collect: bool = True) -> Results:
-        """Blocking :meth:`retry`."""
-        return _run_sync(self.retry(results, collect=collect))
+        """Blocking :meth:`retry`, under :meth:`run`'s rules."""
+        return self._run_sync(lambda: self.retry(results, collect=collect))
+
+    def _run_sync(self, call: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return _new_loop_run(call())
+        if self._own_session is not None or self._given_session is not None:
+            raise RuntimeError(
+                "run() inside a running event loop: this Downloader's session belongs "
+                "to that loop; use `await dl.download(...)` (or `await dl.retry(...)`)"
+            )
+        # Ctrl-C reaches this thread, whose loop is blocked: it stops the
+        # helper's run as it would stop a run of this thread (state saved,
+        # then KeyboardInterrupt), whoever handled SIGINT before.
+        interrupted = threading.Event()
+        main = threading.current_thread() is threading.main_thread()
+        previous: Any = None
+        if main:
+            previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
+        try:
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                future = pool.submit(_new_loop_run, call())
+                while not future.done():
+                    concurrent.futures.wait([future], timeout=0.1)
+                    if interrupted.is_set():
+                        self.stop()  # again until the run has a loop to hear it
+                results = future.result()
+        finally:
+            if main:  # None: a handler set outside Python; Python's own is the nearest
+                signal.signal(signal.SIGINT, previous or signal.default_int_handler)
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        return results
 
     def stop(self) -> None:
         """Stop the current run as Ctrl-C does: no new transfers, in-flight
@@ -226,8 +279,6 @@ class Downloader:
         first request: names depend on the whole list's order, and ``--retry``
         must know the entries that never started."""
         namer = self._namer = Namer()
-        with lock:
-            state.begin(self.settings.recorded())
         for entry in source:
             with lock:
                 if stopping.is_set():
@@ -242,18 +293,23 @@ class Downloader:
         headers = dict(entry.headers or {})
         secret = any(has_userinfo(u) for u in urls) or any(is_secret_header(k) for k in headers)
         data: dict[str, Any] = {
-            "url": redact_url(entry.url),
-            "mirrors": [redact_url(u) for u in urls[1:]],
+            "url": _redact(entry.url),
+            "mirrors": [_redact(u) for u in urls[1:]],
             "line": entry.line,
         }
-        if entry.error is not None:
+        error = entry.error
+        if error is None:
+            relpath = clean_out(entry.out) if entry.out else name_from_url(entry.url)
+            try:
+                relpath, dup = namer.claim(entry.url, relpath, entry.line)
+            except UnsafeNameError as exc:
+                error = f"line {entry.line}: {exc}" if entry.line else str(exc)
+        if error is not None:
             data["path"] = None
             i = state.add_entry(data)
             state.ledger.invalid.add(i)
-            state.record(i, "failed", 0, 0, entry.error)
+            state.record(i, "failed", 0, 0, error)
             return
-        relpath = clean_out(entry.out) if entry.out else name_from_url(entry.url)
-        relpath, dup = namer.claim(entry.url, relpath, entry.line)
         data["path"] = relpath
         if dup is not None:
             # Also in the entry itself, not only in the journal: a second job
@@ -323,11 +379,15 @@ class Downloader:
         self, source: Iterator[Entry] | None, only: set[int] | None, collect: bool
     ) -> Results:
         s = self.settings
+        if self._given_session is not None and self._given_session.closed:
+            # before the directory's last run is replaced by one that fails whole
+            raise RuntimeError("the aiohttp session given to Downloader(session=...) is closed")
         t0 = time.monotonic()
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         state = RunState(s.output_dir)
         interrupted = False
+        cancelled: asyncio.CancelledError | None = None
         try:
             if source is None:
                 state.load()
@@ -338,7 +398,15 @@ class Downloader:
                 state.lock()
                 self._secrets.clear()
                 self._previous = state.server_names() if s.content_disposition else {}
-                interrupted = await self._read_list(state, source)
+                # here, not in the list's thread: a stop at any moment finds
+                # this run begun, and its report replaces the last one
+                state.begin(s.recorded())
+                try:
+                    interrupted = await self._read_list(state, source)
+                except asyncio.CancelledError as exc:
+                    # cancelled while the list was read: the report says so
+                    # too, then the cancellation goes on
+                    interrupted, cancelled = True, exc
         except BaseException:
             state.close()  # and the lock goes with it
             raise
@@ -371,7 +439,12 @@ class Downloader:
             policy=RetryPolicy(retries=s.retries),
             hosts=HostLimits(s.per_host),
             limiter=RateLimiter(s.limit_rate) if s.limit_rate else None,
-            base_headers=_base_headers(s),
+            base_headers=_base_headers(
+                s,
+                agent=own
+                or self._agent_given
+                or "User-Agent" not in getattr(session, "headers", {}),
+            ),
             namer=self._namer,
             timeout=self._timeout(),
         )
@@ -419,6 +492,8 @@ class Downloader:
                 )
             self.last_results = results
             self._stop = None
+        if cancelled is not None:
+            raise cancelled
         return results
 
     def _make_output_dir(self) -> None:
@@ -495,9 +570,10 @@ class Downloader:
             for data in state.iter_entries():
                 i = data["i"]
                 if data.get("path") is not None:
-                    self._namer.claim(
-                        data["url"], ledger.paths.get(i, data["path"]), data.get("line")
-                    )
+                    with contextlib.suppress(UnsafeNameError):  # recorded by an older version
+                        self._namer.claim(
+                            data["url"], ledger.paths.get(i, data["path"]), data.get("line")
+                        )
                 if data.get("held") and not ledger.done(i) and i not in ledger.paths:
                     earlier.append(((data["url"], data["path"]), data["held"]))
             # names from earlier runs, not yet used in this one: held once every
@@ -601,11 +677,29 @@ class Downloader:
             yield record
 
 
-def _base_headers(s: Settings) -> CIMultiDict[str]:
+def _many(entries: Iterable[str | Entry]) -> Iterable[str | Entry]:
+    """Refuse one URL or one Entry where many are expected, before the
+    directory's previous run is replaced: a str is an iterable of
+    one-character "URLs"."""
+    if isinstance(entries, (str, bytes, Entry)) or not isinstance(entries, Iterable):
+        raise TypeError(
+            f"entries: an iterable of URLs or Entry objects, not {type(entries).__name__}"
+            " (one URL: [url])"
+        )
+    return entries
+
+
+def _redact(url: str) -> str:
+    """A URL for the state and report: an unparseable one loses all that may
+    be a password (``user:pa/ss@host``), a valid one only its user info."""
+    return redact_loose(url) if "@" in url and url_problem(url) else redact_url(url)
+
+
+def _base_headers(s: Settings, agent: bool = True) -> CIMultiDict[str]:
     """What every request sends; the run's headers replace ours by name."""
-    base: CIMultiDict[str] = CIMultiDict(
-        {"User-Agent": s.user_agent, "Accept-Encoding": "identity"}
-    )
+    base: CIMultiDict[str] = CIMultiDict({"Accept-Encoding": "identity"})
+    if agent:
+        base["User-Agent"] = s.user_agent
     base.update(CIMultiDict(s.headers))
     return base
 
@@ -626,15 +720,6 @@ def _summary(results: Results) -> dict[str, Any]:
         "output_dir": results.output_dir,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-
-
-def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return _new_loop_run(coro)
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(_new_loop_run, coro).result()
 
 
 def _new_loop_run(coro: Coroutine[Any, Any, T]) -> T:

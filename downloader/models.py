@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -26,6 +27,24 @@ class Entry:
     mirrors: Sequence[str] = ()
     line: int | None = field(default=None, kw_only=True)
     error: str | None = field(default=None, kw_only=True)
+
+    def __post_init__(self) -> None:
+        # A wrong type fails here, on the caller's line, rather than as a
+        # bare AttributeError deep in a run; the obvious spellings are taken.
+        if not isinstance(self.url, str):
+            raise TypeError(f"Entry url: a str, not {type(self.url).__name__}")
+        if isinstance(self.mirrors, (str, bytes)):
+            raise TypeError("Entry mirrors: a sequence of URLs, not one str")
+        if not all(isinstance(m, str) for m in self.mirrors):
+            raise TypeError("Entry mirrors: URLs as str")
+        if isinstance(self.out, os.PathLike):
+            object.__setattr__(self, "out", os.fspath(self.out))
+        if self.out is not None and not isinstance(self.out, str):
+            raise TypeError(f"Entry out: a str or a path, not {type(self.out).__name__}")
+        if self.checksum is not None and not isinstance(self.checksum, str):
+            raise TypeError("Entry checksum: a str, 'ALGO=HEX'")
+        if self.headers is not None and not isinstance(self.headers, Mapping):
+            object.__setattr__(self, "headers", dict(self.headers))  # (name, value) pairs
 
     @property
     def urls(self) -> tuple[str, ...]:

@@ -85,6 +85,8 @@ def clean_out(out: str) -> str:
     out = out.strip()  # "out= ../x" is checked as the name it becomes
     if not out:
         raise UnsafeNameError("empty out= name")
+    if out.endswith(("/", "\\")):
+        raise UnsafeNameError(f"out={out!r} ends with a separator: it names a folder, not a file")
     if out.startswith(("/", "\\")) or _DRIVE.match(out):
         raise UnsafeNameError(f"out={out!r} is an absolute path, outside the output directory")
     parts = [p for p in re.split(r"[/\\]", out) if p not in ("", ".")]
@@ -188,15 +190,45 @@ class Namer:
         self._last = _DigestTable()
         #: (URL, name) -> the number that entry got (entries that got one only)
         self._numbers = _DigestTable()
+        #: whether any path had folders: their names ("a/") are in _taken too
+        self._folders = False
 
     def _free(self, candidate: str, key: int) -> bool:
         """A name is free when no entry holds it, and it is nobody's
         ``.part`` either way: an entry named ``f.bin.part`` must not be
-        another entry's temporary file, nor ``f.bin`` the owner of one."""
+        another entry's temporary file, nor ``f.bin`` the owner of one; nor
+        is it (or its ``.part``) a folder of another entry's path."""
         taken = self._taken
         if taken.get(key) is not None or taken.get(_digest(candidate + ".part")) is not None:
             return False
-        return not (candidate.endswith(".part") and taken.get(_digest(candidate[:-5])) is not None)
+        if candidate.endswith(".part") and taken.get(_digest(candidate[:-5])) is not None:
+            return False
+        return not self._folders or (
+            taken.get(_digest(candidate + "/")) is None
+            and taken.get(_digest(candidate + ".part/")) is None
+        )
+
+    def _claim_folders(self, relpath: str) -> None:
+        """Record the folders of ``relpath`` (``a/b/c`` → ``a/``, ``a/b/``),
+        after checking that none is an earlier entry's file or ``.part``:
+        that entry came first, so this one cannot be written."""
+        taken = self._taken
+        folders = []
+        at = relpath.find("/")
+        while at > 0:
+            folder = relpath[:at]
+            for clash in (folder, folder[:-5] if folder.endswith(".part") else None):
+                owner = taken.get(_digest(clash)) if clash else None
+                if owner is not None:
+                    whose = self._ref(owner) if owner >= 0 else "a name the server gave"
+                    raise UnsafeNameError(
+                        f"the folder {folder!r} of {relpath!r} is the file of {whose}"
+                    )
+            folders.append(folder)
+            at = relpath.find("/", at + 1)
+        for folder in folders:
+            taken.put(_digest(folder + "/"), _NOBODY)
+        self._folders = True
 
     def _next_free(self, relpath: str) -> tuple[str, int]:
         """The first free ``relpath`` with a number, after the last one handed out."""
@@ -216,7 +248,12 @@ class Namer:
     def claim(self, url: str, relpath: str, line: int | None) -> tuple[str, str | None]:
         """Return ``(path, None)``, or ``(path, "line N")`` for a duplicate of
         an earlier entry with the same URL and name (``"entry N"`` when that
-        one came from no list): the path is then that entry's."""
+        one came from no list): the path is then that entry's.
+
+        Raises :class:`UnsafeNameError` when a folder of ``relpath`` is an
+        earlier entry's file (the entry is then invalid)."""
+        if "/" in relpath:
+            self._claim_folders(relpath)
         key = _digest(url)
         me = len(self._urls)
         self._urls.append(key)

@@ -111,14 +111,27 @@ class Ledger:
         return _OUTCOMES[self.status[i]]
 
 
+def _authority_end(rest: str) -> int:
+    """Where a URL's authority (after ``scheme://``) ends: at the first ``/``,
+    ``?`` or ``#``; an ``@`` after that (``?email=me@host``) is not user info."""
+    end = len(rest)
+    for c in "/?#":
+        i = rest.find(c, 0, end)
+        if i >= 0:
+            end = i
+    return end
+
+
 def _split_userinfo(url: str) -> tuple[str, str, str] | None:
     """``(scheme, user info, the rest)`` of a URL with user info, else None."""
     scheme, sep, rest = url.partition("://")
-    authority, slash, tail = rest.partition("/")
-    if not sep or "@" not in authority:
+    if not sep:
         return None
-    userinfo, _, hostport = authority.rpartition("@")
-    return scheme, userinfo, f"{hostport}{slash}{tail}"
+    end = _authority_end(rest)
+    userinfo, at, hostport = rest[:end].rpartition("@")
+    if not at:
+        return None
+    return scheme, userinfo, hostport + rest[end:]
 
 
 def has_userinfo(url: str) -> bool:
@@ -128,7 +141,8 @@ def has_userinfo(url: str) -> bool:
 
 def host_of(url: str) -> str:
     """``host[:port]`` of a URL, lower-cased, without any user info."""
-    return url.partition("://")[2].partition("/")[0].rpartition("@")[2].lower()
+    rest = url.partition("://")[2]
+    return rest[: _authority_end(rest)].rpartition("@")[2].lower()
 
 
 def redact_url(url: str) -> str:
@@ -144,7 +158,21 @@ def strip_userinfo(url: str) -> str:
     return url if parts is None else f"{parts[0]}://{parts[2]}"
 
 
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
+def redact_loose(url: str) -> str:
+    """An invalid URL, with whatever may be a password hidden: up to the last
+    ``@`` before any query (``user:pa/ss@host``, ``user:pa ss@host`` do not
+    parse, but the user meant a credential)."""
+    scheme, sep, rest = url.partition("://")
+    cut = len(rest)
+    for c in "?#":
+        i = rest.find(c, 0, cut)
+        if i >= 0:
+            cut = i
+    at = rest.rfind("@", 0, cut)
+    return url if not sep or at < 0 else f"{scheme}://***@{rest[at + 1 :]}"
+
+
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]*@")
 
 
 def redact_text(text: str) -> str:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
+import socket
 import ssl
+import struct
 import time
 from dataclasses import dataclass, field
 
@@ -51,6 +53,13 @@ class Behaviour:
     auth: str | None = None
     #: bytes written straight to the socket instead of a normal response.
     raw: bytes | None = None
+    #: for this many first requests, ``raw`` then a connection reset (RST),
+    #: then normal responses
+    raw_resets: int = 0
+    raw_resets_given: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.raw_resets_given = self.raw_resets > 0
 
 
 class FaultServer:
@@ -112,10 +121,18 @@ class FaultServer:
             await asyncio.sleep(b.delay)
         if b.auth is not None and request.headers.get("Authorization") != b.auth:
             return web.Response(status=401, text="who are you")
-        if b.raw is not None:
-            assert request.transport is not None
-            request.transport.write(b.raw)
-            request.transport.close()
+        if b.raw is not None and (b.raw_resets or not b.raw_resets_given):
+            transport = request.transport
+            assert transport is not None
+            transport.write(b.raw)
+            if b.raw_resets:
+                b.raw_resets -= 1
+                assert transport.get_write_buffer_size() == 0  # all in the kernel: then RST
+                sock = transport.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                transport.abort()
+            else:
+                transport.close()
             return web.Response()
         if b.statuses:
             status = b.statuses.pop(0)

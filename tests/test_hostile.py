@@ -261,3 +261,37 @@ async def test_secret_looking_headers_stay_with_the_origin_named(
     assert by_host["localhost"]["X-Plain"] == "1"
     assert by_host["127.0.0.1"]["X-Api-Key"] == "k3y"
     assert by_host["127.0.0.1"]["Authorization"] == "Bearer t0k"
+
+
+async def test_a_reset_ends_no_body_of_unknown_length(server: FaultServer, tmp_path: Path) -> None:
+    """No Content-Length, no chunks: only the connection's end delimits the
+    body, and a reset is not an end (curl: "Recv failure")."""
+    body = bytes(range(256)) * 400
+    url = server.add(
+        "/nolength.bin",
+        body,
+        raw=b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + body[:30000],
+        raw_resets=1,
+    )
+    results = await Downloader(tmp_path, progress=False).download([url])
+    assert [r.status for r in results] == ["complete"], results
+    assert (tmp_path / "nolength.bin").read_bytes() == body
+    assert results[0].attempts == 2
+
+
+async def test_an_at_sign_in_the_query_is_not_a_login(server: FaultServer, tmp_path: Path) -> None:
+    """``http://A?email=me@B``: the host is A; nothing goes to B, not even
+    the Authorization meant for A, and the report shows the URL as given."""
+    other = await FaultServer().start()
+    try:
+        other.add("/", b"wrong host")
+        server.add("/", b"right host")
+        url = f"{server.base}?email=me@{other.base.split('://')[1]}"
+        dl = Downloader(tmp_path, progress=False, headers={"Authorization": f"Bearer {TOKEN}"})
+        results = await dl.download([url])
+        assert [r.status for r in results] == ["complete"]
+        assert results[0].url == url
+        assert (tmp_path / "index.html").read_bytes() == b"right host"
+        assert other.requests == {}
+    finally:
+        await other.stop()

@@ -251,3 +251,24 @@ def test_many_entries_wanting_one_name_cost_the_same_each(
         "download.1500.php",
         "line 1500",
     )
+
+
+def test_a_file_is_never_another_entrys_folder() -> None:
+    """``sub`` then ``sub/f.bin``: the later entry cannot be written (invalid);
+    ``d/f.bin`` then ``d``: the later file gets a number; ``.part`` counts."""
+    namer = Namer()
+    assert namer.claim("http://h/sub", "sub", 1) == ("sub", None)
+    with pytest.raises(
+        UnsafeNameError, match=r"folder 'sub' of 'sub/f\.bin' is the file of line 1"
+    ):
+        namer.claim("http://h/f", "sub/f.bin", 2)
+    assert namer.claim("http://h/g", "d/e/f.bin", 3) == ("d/e/f.bin", None)
+    assert namer.claim("http://h/d", "d", 4) == ("d.1", None)
+    assert namer.claim("http://h/e", "d/e", 5) == ("d/e.1", None)
+    assert namer.claim("http://h/x", "x", 6) == ("x", None)
+    with pytest.raises(UnsafeNameError, match=r"folder 'x\.part'"):
+        namer.claim("http://h/y", "x.part/y.bin", 7)
+    assert namer.claim("http://h/z", "q.part/y.bin", 8) == ("q.part/y.bin", None)
+    assert namer.claim("http://h/q", "q", 9) == ("q.1", None)
+    assert namer.claim("http://h/g", "d/e/f.bin", 10) == ("d/e/f.bin", "line 3")
+    assert namer.reserve("d") == "d.2"

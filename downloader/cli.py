@@ -8,6 +8,7 @@ import itertools
 import os
 import re
 import shlex
+import shutil
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -80,8 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="downloader",
         description="Download many files at once from a URL list (wget/aria2c format) "
         "or from URLs given as arguments.",
-        epilog="Exit status: 0 all complete, 1 some failed or invalid, 2 usage error, "
-        "130 interrupted (continue with --retry).",
+        epilog="Options may come before, between or after the URLs and lists; after --, "
+        "every argument is a URL or list. Exit status: 0 all complete, 1 some failed or "
+        "invalid, 2 usage error, 130 interrupted (continue with --retry).",
     )
     p.add_argument(
         "sources",
@@ -177,7 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="redirects followed at most (default: 10)",
     )
-    p.add_argument("--report", metavar="PATH", help="also write the JSON report here")
+    p.add_argument(
+        "--report",
+        metavar="PATH",
+        help="also write the JSON report here (- for standard output); its folder must "
+        "exist, or be the output directory",
+    )
     p.add_argument(
         "-q", "--quiet", action="store_true", help="only errors and the final failure list"
     )
@@ -189,10 +196,31 @@ def build_parser() -> argparse.ArgumentParser:
         "(options given now win; secret headers must be given again)",
     )
     p.add_argument(
-        "--demo", action="store_true", help="offline demonstration against a built-in local server"
+        "--demo",
+        action="store_true",
+        help="offline demonstration against a built-in local server (takes no URLs or lists)",
     )
     p.add_argument("--version", action="version", version=f"downloader {__version__}")
     return p
+
+
+def _parse(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    namespace: argparse.Namespace | None = None,
+) -> argparse.Namespace:
+    """Options anywhere among the URLs and lists, as wget and aria2c take
+    them; after the first ``--`` every argument is a URL or a list, even one
+    starting with ``-``. (``parse_intermixed_args`` alone mistakes what
+    follows ``--`` for options again, so that part never reaches it.)"""
+    args = list(sys.argv[1:] if argv is None else argv)
+    rest: list[str] = []
+    if "--" in args:
+        cut = args.index("--")
+        args, rest = args[:cut], args[cut + 1 :]
+    parsed = parser.parse_intermixed_args(args, namespace)
+    parsed.sources.extend(rest)
+    return parsed
 
 
 def _entries(sources: Sequence[str], lists: Sequence[str]) -> Iterator[Entry]:
@@ -208,11 +236,14 @@ def _entries(sources: Sequence[str], lists: Sequence[str]) -> Iterator[Entry]:
     return itertools.chain.from_iterable(parts)
 
 
-def _unwritable(path: Path) -> str | None:
+def _unwritable(path: Path, output_dir: Path) -> str | None:
     """Why the report cannot be written at ``path``, found before any download."""
     if path.is_dir():
         return "is a folder"
     if not path.parent.is_dir():
+        # DIR and DIR/.downloader are made by the run, before the report is written
+        if path.parent.resolve() in (output_dir.resolve(), (output_dir / ".downloader").resolve()):
+            return None
         return "no such folder to write it in"
     existed = path.exists()
     try:
@@ -223,6 +254,19 @@ def _unwritable(path: Path) -> str | None:
     if not existed:
         path.unlink()
     return None
+
+
+def _print_report(output_dir: Path) -> None:
+    """``--report -``: the run's own report, once written, on standard output."""
+    try:
+        with open(output_dir / ".downloader" / "report.json", "rb") as src:
+            sys.stdout.flush()
+            shutil.copyfileobj(src, sys.stdout.buffer)
+            sys.stdout.flush()
+    except OSError as exc:
+        _say(f"cannot write the report to standard output: {exc.strerror or exc}")
+        if isinstance(exc, BrokenPipeError):  # no second complaint when Python exits
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _exit_status(results: Results) -> int:
@@ -345,7 +389,7 @@ def _with_recorded(
         except (ValueError, argparse.ArgumentTypeError):
             if not args.quiet:
                 _say(f"warning: ignoring the run's recorded {name} {recorded[name]!r}: not valid")
-    again = parser.parse_args(argv, namespace=start)
+    again = _parse(parser, argv, start)
     withheld = recorded.get("withheld_headers")
     if isinstance(withheld, list) and not args.quiet:
         missing = [h for h in withheld if isinstance(h, str) and h.lower() not in given]
@@ -360,8 +404,12 @@ def _with_recorded(
 
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if args.demo:
+        if args.sources or args.input_file:
+            parser.error("--demo takes no URL list or URLs: it downloads its own generated files")
+        if args.retry:
+            parser.error("--demo and --retry cannot be used together")
         from .demo import main as demo_main
 
         return demo_main(args)
@@ -385,14 +433,18 @@ def _main(argv: Sequence[str] | None) -> int:
             content_disposition=args.content_disposition,
             insecure=args.insecure,
             max_redirects=args.max_redirects,
-            report=args.report,
+            report=None if args.report == "-" else args.report,
             quiet=args.quiet,
             progress="lines" if args.no_progress else None,
         )
     except ValueError as exc:
         parser.error(str(exc))
-    if args.report is not None:
-        problem = _unwritable(Path(args.report))
+    if args.report == "-":
+        if sys.stdout is None:
+            _say("--report -: standard output is closed")
+            return EXIT_USAGE
+    elif args.report is not None:
+        problem = _unwritable(Path(args.report), Path(args.output_dir))
         if problem:
             _say(f"--report {args.report}: {problem}")
             return EXIT_USAGE
@@ -421,6 +473,8 @@ def _main(argv: Sequence[str] | None) -> int:
     except OSError as exc:
         _say(f"{exc.strerror or exc}: {exc.filename or args.output_dir}")
         return EXIT_USAGE
+    if args.report == "-":
+        _print_report(Path(args.output_dir))
     if results.partial and not results.interrupted:
         _say(
             "the recorded run was stopped before its list was read to the end: only its "

@@ -7,7 +7,9 @@ A bad line never stops the parse: it turns its entry into an invalid
 from __future__ import annotations
 
 import functools
+import os
 import re
+import stat
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ from yarl import URL
 from .errors import ListError, UnsafeNameError
 from .models import Entry
 from .naming import clean_out
+from .state import redact_loose
 
 #: Accepted spellings of ``checksum=`` algorithms → hashlib names.
 ALGORITHMS = {
@@ -38,6 +41,8 @@ _BAD_URL_CHARS = re.compile(r"[\s\x00-\x1f\x7f]")
 
 def _show(text: str, limit: int = 80) -> str:
     """A bounded repr for messages: a 1 MB line must not become a 1 MB error."""
+    if "@" in text and "://" in text:
+        text = redact_loose(text)  # before cutting: the cut may end inside a password
     return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
@@ -60,7 +65,8 @@ def parse_checksum(value: str) -> tuple[str, str]:
 
 @functools.lru_cache(maxsize=32)
 def url_problem(url: str) -> str | None:
-    """Why ``url`` cannot be fetched, or None when it can."""
+    """Why ``url`` cannot be fetched, or None when it can (the message shows
+    it with anything that may be a password hidden)."""
     if not url:
         return "empty URL"
     if _BAD_URL_CHARS.search(url):
@@ -78,7 +84,8 @@ def url_problem(url: str) -> str | None:
         host = parsed.host
         parsed.port  # noqa: B018 - raises on a bad port
     except (ValueError, TypeError) as exc:
-        return f"invalid URL {_show(url)}: {exc}"
+        # the parser's words may quote a piece of a password (a bad "port")
+        return f"invalid URL {_show(url)}: " + ("cannot parse it" if "@" in url else str(exc))
     if not host:
         return f"invalid URL {_show(url)}: no host"
     return None
@@ -233,28 +240,116 @@ def parse_text(text: str) -> list[Entry]:
     return list(parse_lines(io.BytesIO(text.encode("utf-8"))))
 
 
+#: How much of a list is looked at, before anything is read, to tell a
+#: binary file given by mistake (a program, an archive) from a text list.
+_SNIFF = 8192
+
+
+#: Control characters no text list holds (tab, line ends, form feed, vertical
+#: tab and escape are left out: text may have them).
+_CONTROL = bytes([*range(0x00, 0x09), *range(0x0E, 0x1B), *range(0x1C, 0x20), 0x7F])
+
+
+def _controls(data: bytes) -> int:
+    return len(data) - len(data.translate(None, _CONTROL))
+
+
+def _binary_line(head: bytes) -> int | None:
+    """The line of the first NUL byte, when ``head`` (the start of a list)
+    looks like a binary file rather than text: a NUL byte, and control
+    characters on most of its non-blank lines or in 1 byte of 16 (32 at
+    least). A few hostile lines in a text list are not enough: each only
+    makes its own entry invalid, as any bad line does."""
+    nul = head.find(b"\x00")
+    if nul < 0:
+        return None
+    controls = _controls(head)
+    if controls < 32 or 16 * controls < len(head):
+        lines = [line for line in head.split(b"\n") if line.strip()]
+        if 2 * sum(1 for line in lines if _controls(line)) <= len(lines):
+            return None
+    return head.count(b"\n", 0, nul) + 1
+
+
+def _check_text(fd: int, name: str) -> None:
+    """ListError when the regular file open at ``fd`` is not a text list.
+    Reads with ``pread``: the position, and so what the parser reads, stays."""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return  # a pipe or a terminal cannot be peeked at without consuming it
+        head = os.pread(fd, _SNIFF, os.lseek(fd, 0, os.SEEK_CUR))
+    except OSError:
+        return  # reading will tell, with the reason
+    line = _binary_line(head)
+    if line is not None:
+        raise ListError(
+            f"URL list {name!r} is not a text file (a NUL byte on line {line}); "
+            "a list is UTF-8 text, one URL a line"
+        )
+
+
+def _stdin_fd() -> int:
+    """The descriptor of standard input, once it is known to be readable."""
+    cannot = "cannot read URL list '-'"
+    if sys.stdin is None:  # Python found descriptor 0 closed at startup
+        raise ListError(f"{cannot}: standard input is closed")
+    try:
+        fd = sys.stdin.fileno()
+    except (OSError, ValueError):
+        return -1  # replaced by an object with no descriptor (a test harness)
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        raise ListError(f"{cannot}: standard input is closed") from None
+    if stat.S_ISDIR(mode):
+        raise ListError(f"{cannot}: standard input is a directory")
+    try:
+        import fcntl
+
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    except (ImportError, OSError):
+        return fd
+    if flags & os.O_ACCMODE == os.O_WRONLY:
+        raise ListError(f"{cannot}: standard input is open for writing only")
+    return fd
+
+
 def iter_list(path: str | Path) -> Iterator[Entry]:
     """Entries of a list file (``-`` for standard input), read lazily.
 
-    Raises :class:`ListError` at once when the file cannot be opened, so that
-    the caller can exit with status 2 before anything is downloaded.
+    Raises :class:`ListError` at once when the file cannot be opened, or is a
+    binary file (a NUL byte on most lines of its first 8 KiB; standard input
+    only when it is a regular file, since a pipe cannot be peeked at), so
+    that the caller can exit with status 2 before anything is downloaded.
     """
-    if str(path) == "-":
-        return parse_lines(sys.stdin.buffer)
-    try:
-        stream = open(path, "rb")  # noqa: SIM115 - closed by the generator
-    except OSError as exc:
-        raise ListError(f"cannot read URL list {str(path)!r}: {exc.strerror or exc}") from exc
-    if Path(path).is_dir():
-        stream.close()
-        raise ListError(f"cannot read URL list {str(path)!r}: is a directory")
+    name = str(path)
+    if name == "-":
+        fd = _stdin_fd()
+        if fd >= 0:
+            _check_text(fd, name)
+        stream: BinaryIO = sys.stdin.buffer
+    else:
+        try:
+            stream = open(path, "rb")  # noqa: SIM115 - closed by the generator
+        except OSError as exc:
+            raise ListError(f"cannot read URL list {name!r}: {exc.strerror or exc}") from exc
+        if Path(path).is_dir():
+            stream.close()
+            raise ListError(f"cannot read URL list {name!r}: is a directory")
+        try:
+            _check_text(stream.fileno(), name)
+        except ListError:
+            stream.close()
+            raise
 
     def generate() -> Iterator[Entry]:
-        with stream:
-            try:
-                yield from parse_lines(stream)
-            except OSError as exc:
-                raise ListError(f"cannot read URL list {str(path)!r}: {exc}") from exc
+        try:
+            yield from parse_lines(stream)
+        except OSError as exc:
+            raise ListError(f"cannot read URL list {name!r}: {exc.strerror or exc}") from exc
+        finally:
+            if name != "-":
+                stream.close()
 
     return generate()
 
@@ -266,8 +361,16 @@ def load_list(path: str | Path) -> list[Entry]:
 
 def entries_from(items: Iterable[str | Entry]) -> Iterator[Entry]:
     """URL strings or entries → validated entries (invalid ones carry ``error``)."""
-    for item in items:
-        entry = Entry(item) if isinstance(item, str) else item
+    for n, item in enumerate(items, 1):
+        if isinstance(item, str):
+            entry = Entry(item)
+        elif isinstance(item, Entry):
+            entry = item
+        else:  # one bad item is one invalid entry, as a bad line is
+            kind = type(item).__name__
+            entry = Entry(
+                str(item)[:200], error=f"entry {n}: expected a URL (str) or an Entry, not {kind}"
+            )
         if entry.error is None:
             problem = entry_problem(entry)
             if problem:

@@ -301,7 +301,9 @@ class Downloader:
         if error is None:
             relpath = clean_out(entry.out) if entry.out else name_from_url(entry.url)
             try:
-                relpath, dup = namer.claim(entry.url, relpath, entry.line)
+                # the checksum as parsed: "SHA-256=AB…" and "sha256=ab…" are one
+                checksum = "=".join(parse_checksum(entry.checksum)) if entry.checksum else None
+                relpath, dup = namer.claim(entry.url, relpath, entry.line, checksum)
             except UnsafeNameError as exc:
                 error = f"line {entry.line}: {exc}" if entry.line else str(exc)
         if error is not None:
@@ -354,13 +356,26 @@ class Downloader:
             line=data.get("line"),
         )
 
-    def _jobs(self, state: RunState, only: set[int] | None) -> Iterator[Job]:
+    def _jobs(
+        self,
+        state: RunState,
+        only: set[int] | None,
+        progress: Progress | None = None,
+        fresh: bool = False,
+    ) -> Iterator[Job]:
+        """The entries to fetch, in list order; on the way, those the list
+        settled (invalid ones; duplicates, in the run that found them) are
+        shown as ended, in their place."""
         ledger = state.ledger
         for data in state.iter_entries():
             i = data["i"]
-            if ledger.done(i) or data.get("path") is None or data.get("dup"):
-                continue
             if only is not None and i not in only:
+                continue
+            if data.get("path") is None or data.get("dup"):
+                if progress is not None and (fresh or data.get("path") is None):
+                    progress.settled(state.record_of(data))
+                continue
+            if ledger.done(i):
                 continue
             urls, headers = self._sources(data)
             checksum = data.get("checksum")
@@ -450,7 +465,7 @@ class Downloader:
         )
         try:
             if not interrupted:
-                interrupted = await self._transfer_all(ctx, progress, only)
+                interrupted = await self._transfer_all(ctx, progress, only, source is not None)
         except asyncio.CancelledError:
             interrupted = True
             raise
@@ -595,7 +610,9 @@ class Downloader:
                     "pass headers again with -H, or run the list again"
                 )
 
-    async def _transfer_all(self, ctx: Context, progress: Progress, only: set[int] | None) -> bool:
+    async def _transfer_all(
+        self, ctx: Context, progress: Progress, only: set[int] | None, fresh: bool
+    ) -> bool:
         """Every job through the sliding window; True when stopped early."""
         assert self._stop is not None
         state = ctx.state
@@ -618,7 +635,9 @@ class Downloader:
         ticker = asyncio.ensure_future(progress.tick_forever())
         window = asyncio.ensure_future(
             run_window(
-                prefer_free_hosts(self._jobs(state, only), ctx.hosts), self.settings.jobs, handle
+                prefer_free_hosts(self._jobs(state, only, progress, fresh), ctx.hosts),
+                self.settings.jobs,
+                handle,
             )
         )
         stopper = asyncio.ensure_future(self._stop.wait())

@@ -192,6 +192,8 @@ class Namer:
         self._numbers = _DigestTable()
         #: whether any path had folders: their names ("a/") are in _taken too
         self._folders = False
+        #: (URL, name) -> 31 bits of its checksum= (entries with one only)
+        self._sums = _DigestTable()
 
     def _free(self, candidate: str, key: int) -> bool:
         """A name is free when no entry holds it, and it is nobody's
@@ -245,13 +247,17 @@ class Namer:
         ref = self._refs[entry]
         return f"line {ref}" if ref > 0 else f"entry {-ref}"
 
-    def claim(self, url: str, relpath: str, line: int | None) -> tuple[str, str | None]:
+    def claim(
+        self, url: str, relpath: str, line: int | None, checksum: str | None = None
+    ) -> tuple[str, str | None]:
         """Return ``(path, None)``, or ``(path, "line N")`` for a duplicate of
         an earlier entry with the same URL and name (``"entry N"`` when that
         one came from no list): the path is then that entry's.
 
         Raises :class:`UnsafeNameError` when a folder of ``relpath`` is an
-        earlier entry's file (the entry is then invalid)."""
+        earlier entry's file, or when a duplicate asks for a ``checksum`` its
+        first entry does not (the entry is then invalid: the file is fetched
+        once, and checked against one checksum)."""
         if "/" in relpath:
             self._claim_folders(relpath)
         key = _digest(url)
@@ -262,20 +268,35 @@ class Namer:
         held = self._taken.get(name_key)
         if held is None and self._free(relpath, name_key):
             self._taken.put(name_key, me)
+            self._sum(url, relpath, checksum)
             return relpath, None
         if held is not None and held >= 0 and self._urls[held] == key:
-            return relpath, self._ref(held)
+            return relpath, self._duplicate(held, url, relpath, checksum)
         pair = _digest(f"{url}\n{relpath}")
         number = self._numbers.get(pair)
         if number is not None:
             candidate = numbered(relpath, number)
             owner = self._taken.get(_digest(candidate))
             assert owner is not None and owner >= 0
-            return candidate, self._ref(owner)
+            return candidate, self._duplicate(owner, url, relpath, checksum)
         candidate, number = self._next_free(relpath)
         self._taken.put(_digest(candidate), me)
         self._numbers.put(pair, number)
+        self._sum(url, relpath, checksum)
         return candidate, None
+
+    def _sum(self, url: str, relpath: str, checksum: str | None) -> None:
+        if checksum:
+            self._sums.put(_digest(f"{url}\n{relpath}"), _digest(checksum) & 0x7FFFFFFF or 1)
+
+    def _duplicate(self, owner: int, url: str, relpath: str, checksum: str | None) -> str:
+        ref = self._ref(owner)
+        if checksum:
+            first = self._sums.get(_digest(f"{url}\n{relpath}"))
+            if first != (_digest(checksum) & 0x7FFFFFFF or 1):
+                why = "no checksum" if first is None else "another checksum"
+                raise UnsafeNameError(f"same URL and file as {ref}, which has {why}")
+        return ref
 
     def reserve(self, relpath: str) -> str:
         """A name like ``relpath`` that no entry of the run holds, for a name

@@ -134,6 +134,13 @@ class Progress:
                 act.bar.close()
         if self.overall is not None:
             self.overall.update(1)
+        self.settled(record, act)
+
+    def settled(self, record: Record, act: Activity | None = None) -> None:
+        """An entry's end as a line and the callback's ``finish``; alone, for
+        one the list settled (invalid, a duplicate), which has no transfer
+        and is not counted by the overall bar."""
+        if self.overall is not None:
             if record.status == "failed":
                 self.overall.write(self._line(record), file=self.stream)
         elif self.mode == "lines":

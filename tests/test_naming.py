@@ -272,3 +272,19 @@ def test_a_file_is_never_another_entrys_folder() -> None:
     assert namer.claim("http://h/q", "q", 9) == ("q.1", None)
     assert namer.claim("http://h/g", "d/e/f.bin", 10) == ("d/e/f.bin", "line 3")
     assert namer.reserve("d") == "d.2"
+
+
+def test_a_duplicate_asking_another_checksum_is_invalid() -> None:
+    """Fetched once, the file can be checked against one checksum: a
+    duplicate naming a different one (or one its first entry lacks) is an
+    error of the list, not a silent skip."""
+    namer = Namer()
+    sha = "sha-256=" + "a" * 64
+    assert namer.claim("http://h/a", "a", 1, sha) == ("a", None)
+    assert namer.claim("http://h/a", "a", 2, sha) == ("a", "line 1")
+    assert namer.claim("http://h/a", "a", 3) == ("a", "line 1")  # none asked: checked by line 1's
+    with pytest.raises(UnsafeNameError, match="same URL and file as line 1, which has another"):
+        namer.claim("http://h/a", "a", 4, "sha-256=" + "b" * 64)
+    assert namer.claim("http://h/b", "b", 5) == ("b", None)
+    with pytest.raises(UnsafeNameError, match="which has no checksum"):
+        namer.claim("http://h/b", "b", 6, sha)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import logging
 import os
 import re
 import shlex
@@ -279,6 +280,17 @@ def _say(message: str) -> None:
     print(f"downloader: {message}", file=sys.stderr, flush=True)
 
 
+def _say_warnings() -> None:
+    """The library's warnings (logging), said as the command's own."""
+    log = logging.getLogger("downloader")
+    if not any(getattr(h, "_downloader_cli", False) for h in log.handlers):
+        handler = logging.StreamHandler()  # stderr, looked up at each message
+        handler.setFormatter(logging.Formatter("downloader: warning: %(message)s"))
+        handler._downloader_cli = True  # type: ignore[attr-defined]
+        log.addHandler(handler)
+        log.propagate = False
+
+
 def _quit_now(signum: int, frame: object) -> None:
     os._exit(EXIT_INTERRUPTED)
 
@@ -318,6 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Until the run's own handlers are in place (opening a list that is a
     # named pipe can block), Ctrl-C and SIGTERM end the program quietly.
     signal.signal(signal.SIGTERM, raise_interrupt)
+    _say_warnings()
     try:
         return _main(argv)
     except KeyboardInterrupt:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import signal
 import sys
 import threading
@@ -48,7 +49,12 @@ class Downloader:
 
     ``progress``: None shows bars on a terminal and a line per file
     otherwise; True always bars; ``"lines"`` always lines; False nothing
-    (``on_progress`` still sees every event).
+    (``on_progress`` still sees every event). ``on_progress`` is called on
+    the run's event loop, between transfers: it must return quickly (a
+    callback that blocks for longer than ``timeout`` makes transfers look
+    stalled); one that raises is reported once and not called again.
+    Warnings (a report that cannot be written, ...) go to the
+    ``"downloader"`` logger.
 
     Use ``async with Downloader(...) as dl`` to keep one HTTP session (and
     its connection pool) across several calls, or pass ``session=`` to use
@@ -607,7 +613,7 @@ class Downloader:
                     f"{lost} entr{'y' if lost == 1 else 'ies'} to retry had credentials "
                     "(user:password@ in the URL, Authorization, Cookie, token or key "
                     "headers), which are never saved to disk: they are retried without them; "
-                    "pass headers again with -H, or run the list again"
+                    "give them again (-H; headers= in Python), or run the list again"
                 )
 
     async def _transfer_all(
@@ -723,8 +729,14 @@ def _base_headers(s: Settings, agent: bool = True) -> CIMultiDict[str]:
     return base
 
 
+#: A library speaks through logging: a script may route, or silence, what
+#: the command line prints as "downloader: warning: ...". With no logging
+#: set up, Python prints warnings to stderr as they are.
+log = logging.getLogger("downloader")
+
+
 def _warn(message: str) -> None:
-    print(f"downloader: warning: {message}", file=sys.stderr, flush=True)
+    log.warning(message)
 
 
 def _summary(results: Results) -> dict[str, Any]:

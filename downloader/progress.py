@@ -8,6 +8,7 @@ the per-chunk path never calls into tqdm.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -110,9 +111,8 @@ class Progress:
             self.callback(event)
         except Exception as exc:
             self.callback = None
-            print(
-                f"downloader: warning: on_progress callback raised {exc!r}; not called again",
-                file=self.stream,
+            logging.getLogger("downloader").warning(
+                "on_progress callback raised %r; not called again", exc
             )
 
     # -- called by the engine ---------------------------------------------

@@ -194,3 +194,22 @@ async def test_every_entry_ends_with_a_finish_event(server: FaultServer, tmp_pat
     assert sorted(events) == sorted(
         [("finish", "complete"), ("finish", "failed"), ("finish", "skipped"), ("finish", "failed")]
     )
+
+
+async def test_the_library_warns_through_logging_not_print(
+    server: FaultServer,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """A script routes or silences warnings with logging; nothing is printed
+    with progress=False."""
+    urls = [server.add("/a.bin", b"a")]
+
+    def boom(event: object) -> None:
+        raise RuntimeError("callback bug")
+
+    await Downloader(tmp_path, progress=False, on_progress=boom).download(urls)
+    assert [r.name for r in caplog.records] == ["downloader"]
+    assert "callback bug" in caplog.records[0].getMessage()
+    assert capfd.readouterr() == ("", "")

@@ -17,6 +17,7 @@ from urllib.parse import unquote
 
 from .errors import UnsafeNameError
 from .text import UNPRINTABLE_CHARS, from_wire
+from .urls import identity
 
 #: Longest file name, in UTF-8 bytes: 255 (the usual file system limit) less
 #: room for ``.part`` and a de-duplication suffix.
@@ -34,6 +35,10 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 STATE_DIR = ".downloader"
 
 
+#: A second suffix kept with the last when a name is shortened: ``.tar.gz``.
+_INNER_EXT = re.compile(r"\.[A-Za-z0-9]{1,5}$")
+
+
 def _fit(name: str, limit: int = MAX_NAME_BYTES) -> str:
     raw = name.encode("utf-8")
     if len(raw) <= limit:
@@ -41,6 +46,8 @@ def _fit(name: str, limit: int = MAX_NAME_BYTES) -> str:
     stem, ext = os.path.splitext(name)
     if len(ext.encode("utf-8")) > _MAX_EXT_BYTES:
         stem, ext = name, ""
+    elif ext and (inner := _INNER_EXT.search(stem)) and len(inner[0]) + len(ext) <= _MAX_EXT_BYTES:
+        stem, ext = stem[: inner.start()], inner[0] + ext
     room = limit - len(ext.encode("utf-8"))
     stem = stem.encode("utf-8")[:room].decode("utf-8", "ignore")
     return stem + ext
@@ -260,6 +267,7 @@ class Namer:
         once, and checked against one checksum)."""
         if "/" in relpath:
             self._claim_folders(relpath)
+        url = identity(url)
         key = _digest(url)
         me = len(self._urls)
         self._urls.append(key)

@@ -34,6 +34,7 @@ from .errors import DownloaderError, NoRunError, StateDirError
 from .models import NOT_STARTED, Record, Status
 from .naming import STATE_DIR
 from .text import printable
+from .urls import authority_end
 
 _STATUSES: tuple[str, ...] = ("pending", "complete", "skipped", "failed")
 _CODE = {name: code for code, name in enumerate(_STATUSES)}
@@ -111,23 +112,12 @@ class Ledger:
         return _OUTCOMES[self.status[i]]
 
 
-def _authority_end(rest: str) -> int:
-    """Where a URL's authority (after ``scheme://``) ends: at the first ``/``,
-    ``?`` or ``#``; an ``@`` after that (``?email=me@host``) is not user info."""
-    end = len(rest)
-    for c in "/?#":
-        i = rest.find(c, 0, end)
-        if i >= 0:
-            end = i
-    return end
-
-
 def _split_userinfo(url: str) -> tuple[str, str, str] | None:
     """``(scheme, user info, the rest)`` of a URL with user info, else None."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         return None
-    end = _authority_end(rest)
+    end = authority_end(rest)
     userinfo, at, hostport = rest[:end].rpartition("@")
     if not at:
         return None
@@ -142,7 +132,7 @@ def has_userinfo(url: str) -> bool:
 def host_of(url: str) -> str:
     """``host[:port]`` of a URL, lower-cased, without any user info."""
     rest = url.partition("://")[2]
-    return rest[: _authority_end(rest)].rpartition("@")[2].lower()
+    return rest[: authority_end(rest)].rpartition("@")[2].lower()
 
 
 def redact_url(url: str) -> str:

@@ -288,3 +288,16 @@ def test_a_duplicate_asking_another_checksum_is_invalid() -> None:
     assert namer.claim("http://h/b", "b", 5) == ("b", None)
     with pytest.raises(UnsafeNameError, match="which has no checksum"):
         namer.claim("http://h/b", "b", 6, sha)
+
+
+def test_one_resource_written_two_ways_is_a_duplicate() -> None:
+    """The fragment is never sent; scheme and host have no case."""
+    namer = Namer()
+    assert namer.claim("http://H.example/x.bin#a", "x.bin", 1) == ("x.bin", None)
+    assert namer.claim("HTTP://h.EXAMPLE/x.bin#b", "x.bin", 2) == ("x.bin", "line 1")
+    assert namer.claim("http://h.example/X.bin", "x.bin", 3) == ("x.1.bin", None)  # paths have case
+
+
+def test_a_shortened_name_keeps_a_double_extension() -> None:
+    name = clean_component("é" * 130 + ".tar.gz")
+    assert name.endswith("é.tar.gz") and len(name.encode()) <= MAX_NAME_BYTES

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -66,11 +67,16 @@ def parse_retry_after(value: str | None) -> float | None:
 def status_error(resp: aiohttp.ClientResponse) -> HTTPStatusError:
     """The error for an answer that is not the one asked for, with the wait
     the server asked for (``Retry-After``), if any."""
-    return HTTPStatusError(
-        resp.status,
-        printable(from_wire(resp.reason or "")),
-        parse_retry_after(resp.headers.get("Retry-After")),
-    )
+    wait = parse_retry_after(resp.headers.get("Retry-After"))
+    err = HTTPStatusError(resp.status, printable(from_wire(resp.reason or "")), wait)
+    if err.transient and wait is not None and wait > RetryPolicy.retry_after_cap:
+        # Minutes of silence, then the same answer: say so now instead.
+        err.transient = False
+        err.args = (
+            f"{err} (the server asks to wait {wait:.0f} s, longer than a run waits: "
+            "try again later; --retry continues)",
+        )
+    return err
 
 
 def as_download_error(exc: BaseException, timeout: float) -> DownloadError:
@@ -102,6 +108,9 @@ def as_download_error(exc: BaseException, timeout: float) -> DownloadError:
         reason = exc.os_error.strerror or str(exc.os_error)
         return ConnectionFailed(f"cannot connect to {exc.host}:{exc.port}: {reason}")
     if isinstance(exc, aiohttp.ClientPayloadError):
+        short = _SHORT_BODY.search(str(exc))
+        if short:  # aiohttp's words carry a "400" that reads like a status
+            return TruncatedError(f"connection closed after {short[1]} of {short[2]} bytes")
         return TruncatedError(f"connection broken during the body: {_first_line(exc)}")
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return ConnectionFailed("server closed the connection")
@@ -109,13 +118,28 @@ def as_download_error(exc: BaseException, timeout: float) -> DownloadError:
         return ConnectionFailed(f"connection error: {_first_line(exc)}")
     if isinstance(exc, aiohttp.InvalidURL):
         return DownloadError(f"invalid URL: {exc}")
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        # the proxy's answer to CONNECT: judged as the same status on plain http
+        return HTTPStatusError(
+            exc.status,
+            printable(from_wire(exc.message or "")),
+            parse_retry_after(exc.headers.get("Retry-After") if exc.headers else None),
+        )
     if isinstance(exc, aiohttp.ClientResponseError):
-        return ConnectionFailed(f"invalid response from the server: {_first_line(exc.message)}")
+        what = _first_line(exc.message).rstrip(": '\"")
+        if what.lower().startswith("bad status line"):
+            # the usual cause: the last body on this connection was longer
+            # than its Content-Length, and its tail was read as a response
+            what = "malformed status line"
+        return ConnectionFailed(f"invalid response from the server: {what}")
     if isinstance(exc, aiohttp.ClientError):
         return ConnectionFailed(f"{type(exc).__name__}: {_first_line(exc)}")
     if isinstance(exc, OSError):
         return DownloadError(f"local file error: {exc.strerror or exc}")
     return DownloadError(f"{type(exc).__name__}: {_first_line(exc)}")
+
+
+_SHORT_BODY = re.compile(r"received (\d+) of (\d+) bytes")
 
 
 def _first_line(exc: BaseException | str) -> str:

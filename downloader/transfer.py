@@ -19,10 +19,10 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiofiles
 import aiohttp
-from aiohttp.helpers import get_env_proxy_for_url
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -39,10 +39,12 @@ from .hosts import HostLimits, no_slot
 from .models import Status
 from .naming import Namer, is_name_for, server_name, target
 from .progress import Activity
+from .proxies import EnvProxies
 from .ratelimit import RateLimiter
 from .retry import RetryPolicy, as_download_error, status_error
 from .segments import Segmented, open_segmented, plan, splittable
-from .state import RunState, has_userinfo, host_of, redact_url, strip_userinfo
+from .state import RunState, has_userinfo, redact_url, strip_userinfo
+from .urls import authority_end
 from .writes import write_all
 
 #: Parts smaller than this keep their resume metadata in memory while they go
@@ -89,27 +91,6 @@ class Outcome:
     attempts: int
     error: str | None = None
     path: str | None = None
-
-
-class EnvProxies:
-    """The proxy for a URL, from ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY``,
-    looked up once per scheme and host: aiohttp's ``trust_env`` does it (and
-    a netrc read) in a worker thread for every request, two thread hops per
-    file that dominate small-file runs."""
-
-    def __init__(self) -> None:
-        self._cache: dict[str, tuple[URL | None, aiohttp.BasicAuth | None]] = {}
-
-    def __call__(self, url: str) -> tuple[URL | None, aiohttp.BasicAuth | None]:
-        key = url.partition("://")[0].lower() + "://" + host_of(url)
-        found = self._cache.get(key)
-        if found is None:
-            try:
-                found = get_env_proxy_for_url(URL(key))
-            except (LookupError, ValueError):
-                found = (None, None)
-            self._cache[key] = found
-        return found
 
 
 @dataclass
@@ -202,6 +183,17 @@ def check_partial(
     return int(total), end + 1
 
 
+def _unasked_range(resp: aiohttp.ClientResponse) -> int:
+    """The length of a resource sent as a 206 to a request with no Range
+    (some servers and caches do): from byte 0 it is the body's start, and
+    when short, a resume fetches the rest."""
+    cr = parse_content_range(resp.headers.get("Content-Range"))
+    if cr is None or cr[0] != 0 or cr[2] is None:
+        value = resp.headers.get("Content-Range", "none")[:80]
+        raise DownloadError(f"HTTP 206 to a request without a range (Content-Range: {value})")
+    return cr[2]
+
+
 def _segments_ok(meta: dict[str, Any], size: int) -> bool:
     """A segment table read back from disk is used only if it is coherent."""
     try:
@@ -217,6 +209,40 @@ def _segments_ok(meta: dict[str, Any], size: int) -> bool:
 def _resumable(meta: Mapping[str, Any]) -> bool:
     """A part can be continued only against a validator or a known length."""
     return bool(meta.get("etag") or meta.get("last_modified") or meta.get("total") is not None)
+
+
+#: What cannot go into a request line as it is: spaces and controls (refused
+#: in lists, possible from a script), non-ASCII, and what RFC 3986 excludes.
+_NOT_ON_THE_WIRE = re.compile(r'[\x00-\x20"<>\\^`{|}\x7f-\U0010ffff]')
+
+
+def wire_url(url: str) -> URL:
+    """The URL as the user wrote it, escapes kept: ``%3B`` is not ``;`` (RFC
+    3986 §2.2), and curl, wget and aria2c send it byte for byte. yarl would
+    normalise the path (``%3B`` → ``;``, ``%41`` → ``A``); only what cannot
+    go on the wire is encoded here, an IDN host as IDNA."""
+    if _NOT_ON_THE_WIRE.search(url) is None:
+        return URL(url, encoded=True)
+    scheme, _, rest = url.partition("://")
+    end = authority_end(rest)
+    authority, tail = rest[:end], rest[end:]
+    if _NOT_ON_THE_WIRE.search(authority):
+        authority = URL(f"{scheme}://{authority}").raw_authority
+    tail = _NOT_ON_THE_WIRE.sub(lambda m: quote(m[0], safe=""), tail)
+    return URL(f"{scheme}://{authority}{tail}", encoded=True)
+
+
+def _close_watch(resp: aiohttp.ClientResponse) -> asyncio.Future[None] | None:
+    """The connection's end, watched from the headers on, for a body that only
+    the connection's end delimits (no Content-Length, not chunked): aiohttp
+    ends such a body at a reset as at a clean close."""
+    if "chunked" in resp.headers.get("Transfer-Encoding", "").lower():
+        return None
+    conn = resp.connection
+    closed = conn.protocol.closed if conn is not None and conn.protocol is not None else None
+    if closed is not None:  # retrieved whatever happens, so never logged as lost
+        closed.add_done_callback(lambda f: f.cancelled() or f.exception())
+    return closed
 
 
 def _strong_etag(etag: str | None) -> str | None:
@@ -473,24 +499,25 @@ class Transfer:
             validator = _strong_etag(self.meta.get("etag")) or self.meta.get("last_modified")
             if validator:
                 headers["If-Range"] = validator
-        proxy, proxy_auth = ctx.proxies(url)
         if self._guard[0] != url:  # once per entry and mirror, not per request
             names = {k for k in headers if is_secret_header(k) and k.lower() not in _AIOHTTP_STRIPS}
             self._guard = (url, {})
-            if names:
+            ours = (_secrets_stay_home(url, names),) if names else ()
+            if ctx.proxies.active:  # the proxy is chosen per hop: proxies.py
+                ours = (*ours, ctx.proxies.middleware)
+            if ours:
                 # a per-request list replaces the session's: a caller's own
                 # middlewares (signing, logging) must still run
                 own = tuple(getattr(ctx.session, "_middlewares", None) or ())
-                self._guard[1]["middlewares"] = (*own, _secrets_stay_home(url, names))
+                self._guard[1]["middlewares"] = (*own, *ours)
         return ctx.session.get(
-            url,
+            wire_url(url),
             headers=headers,
-            proxy=proxy,
-            proxy_auth=proxy_auth,
             max_redirects=settings.max_redirects + 1,
             timeout=ctx.timeout,
             auto_decompress=False,
             ssl=not settings.insecure,
+            raise_for_status=False,  # a caller's session may say True: statuses are ours to judge
             **self._guard[1],
         )
 
@@ -506,13 +533,13 @@ class Transfer:
             if offset and status == 416:
                 await self._range_unsatisfiable(resp, part, offset)
                 return
-            if status not in (200, 206):
+            if not 200 <= status < 300:  # any success is the resource's bytes, as for curl
                 raise status_error(resp)
             if settings.content_disposition:
                 self._server_name(resp)
             served: int | None = None  # where a 206's bytes end
             total: int | None
-            if status == 206:
+            if status == 206 and offset:
                 total, served = check_partial(self.meta or {}, resp, offset)
             else:
                 if offset:
@@ -524,7 +551,7 @@ class Transfer:
                         os.unlink(part)
                 offset = 0
                 self.act.done = 0
-                total = resp.content_length
+                total = resp.content_length if status != 206 else _unasked_range(resp)
                 self._start_part(part, url, resp, total)
                 if not self.no_split and splittable(resp, total, settings.split):
                     assert self.meta is not None and total is not None
@@ -542,7 +569,12 @@ class Transfer:
                 else:
                     hasher = await _hash_file(part, job.checksum[0], offset)
             self.resumed = offset > 0
+            closed = _close_watch(resp) if total is None else None
             size = await self._stream(resp, part, offset, hasher, total)
+            if closed is not None and closed.done() and closed.exception() is not None:
+                # a body with no length ends when the connection does; a
+                # reset is not an end (curl: "Recv failure"), whatever aiohttp says
+                raise TruncatedError(f"connection reset after {size} bytes (no length given)")
         if total is not None and size != total:
             if served is not None and offset < size == served < total:
                 if hasher is not None:
@@ -602,8 +634,13 @@ class Transfer:
     ) -> None:
         cr = resp.headers.get("Content-Range", "")
         total = int(cr.rpartition("/")[2]) if cr.rpartition("/")[2].isdigit() else None
-        known = self.meta.get("total") if self.meta else None
-        if known is not None and offset == known and total in (None, known):
+        meta = self.meta or {}
+        known = meta.get("total")
+        etag, modified = resp.headers.get("ETag"), resp.headers.get("Last-Modified")
+        changed = (meta.get("etag") and etag and etag != meta["etag"]) or (
+            meta.get("last_modified") and modified and modified != meta["last_modified"]
+        )
+        if known is not None and offset == known and total in (None, known) and not changed:
             self.act.done = self.act.total = offset
             if self.job.checksum is not None:
                 hasher = await _hash_file(part, self.job.checksum[0])

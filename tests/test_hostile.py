@@ -4,11 +4,12 @@ no secret reaches a file or the terminal, every entry ends with a reason."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 from pathlib import Path
 
-from downloader import Downloader
+from downloader import Downloader, Entry
 
 from .server import FaultServer
 from .test_cli import run_cli
@@ -295,3 +296,107 @@ async def test_an_at_sign_in_the_query_is_not_a_login(server: FaultServer, tmp_p
         assert other.requests == {}
     finally:
         await other.stop()
+
+
+async def test_any_success_status_is_the_resource(server: FaultServer, tmp_path: Path) -> None:
+    """A 203 (from a transforming proxy), a 206 to a request that asked no
+    range (whole, or short: the rest is fetched with a resume): saved as curl
+    saves them."""
+    body = bytes(range(256)) * 40
+    s = server.add
+    s("/203.bin", raw=b"HTTP/1.1 203 Non-Authoritative\r\nContent-Length: 3\r\n\r\nabc")
+    s(
+        "/whole206.bin",
+        raw=b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-9/10\r\n"
+        b"Content-Length: 10\r\nConnection: close\r\n\r\n0123456789",
+    )
+    s(
+        "/short206.bin",
+        body,
+        raw=b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-999/10240\r\n"
+        b'ETag: "%s"\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n'
+        % hashlib.md5(body).hexdigest().encode()
+        + body[:1000],
+        raw_resets=1,
+    )
+    s(
+        "/mid206.bin",
+        raw=b"HTTP/1.1 206 OK\r\nContent-Range: bytes 5-9/10\r\nContent-Length: 5\r\n\r\n56789",
+    )
+    urls = [server.url(p) for p in ("/203.bin", "/whole206.bin", "/short206.bin", "/mid206.bin")]
+    results = await Downloader(tmp_path, progress=False, retries=1).download(urls)
+    assert [(r.status, r.attempts) for r in results] == [
+        ("complete", 1),
+        ("complete", 1),
+        ("complete", 2),
+        ("failed", 1),
+    ]
+    assert (tmp_path / "203.bin").read_bytes() == b"abc"
+    assert (tmp_path / "whole206.bin").read_bytes() == b"0123456789"
+    assert (tmp_path / "short206.bin").read_bytes() == body
+    assert results[3].error == "HTTP 206 to a request without a range (Content-Range: bytes 5-9/10)"
+    ranges = [h.get("Range") for _, p, h in server.request_log if p == "/short206.bin"]
+    assert ranges == [None, "bytes=1000-"]  # the rest, as a resume
+
+
+async def test_a_416_naming_another_version_is_no_proof_of_completeness(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """A part as long as the resource, and a 416 whose ETag is not the
+    part's: the resource changed, so the part is not it (the server ignored
+    If-Range). It never becomes the final file."""
+    old = b"A" * 1000
+    url = server.add("/f.bin", old, short_by=1)
+    first = await Downloader(tmp_path, progress=False, retries=0).download([url])
+    assert first[0].status == "failed"
+    part = tmp_path / "f.bin.part"
+    with part.open("ab") as f:  # the last byte landed, then kill -9 before the rename
+        f.write(b"A")
+    server.add(
+        "/f.bin",
+        raw=b'HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */1000\r\nETag: "v2"\r\n'
+        b"Content-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    again = await Downloader(tmp_path, progress=False, retries=0).retry()
+    assert again[0].status == "failed"
+    assert not (tmp_path / "f.bin").exists()
+
+
+async def test_reasons_a_user_can_read(server: FaultServer, tmp_path: Path) -> None:
+    """A Retry-After longer than a run waits fails at once and says so
+    (rather than minutes of silence); a short body says how short."""
+    server.add("/later.bin", b"x", statuses=[503, 503], retry_after="86400")
+    server.add("/short.bin", bytes(10240), short_by=6240)
+    urls = [server.url("/later.bin"), server.url("/short.bin")]
+    results = await Downloader(tmp_path, progress=False, retries=0).download(urls)
+    assert [(r.attempts, r.error) for r in results] == [
+        (
+            1,
+            "HTTP 503 Service Unavailable (the server asks to wait 86400 s, longer than a "
+            "run waits: try again later; --retry continues)",
+        ),
+        (1, "connection closed after 4000 of 10240 bytes"),
+    ]
+
+
+async def test_the_url_goes_out_as_written(server: FaultServer, tmp_path: Path) -> None:
+    """``%3B`` is not ``;`` (RFC 3986 §2.2): the request line carries the
+    list's bytes, as curl's, wget's and aria2c's do; only what cannot go on
+    the wire is encoded."""
+    server.add("/report%3Bv2%3D1%40x%28y%29.pdf", b"escaped")
+    server.add("/report;v2=1@x(y).pdf", b"plain: another resource")
+    server.add("/caf%C3%A9.bin", b"encoded here")
+    urls = [
+        server.url("/report%3Bv2%3D1%40x%28y%29.pdf?q=%3F"),
+        server.url("/a%7e%41.bin"),
+        Entry(server.url("/café.bin"), out="cafe.bin"),
+    ]
+    server.add("/a%7e%41.bin", b"kept")
+    results = await Downloader(tmp_path, progress=False, retries=0).download(urls)
+    assert [r.status for r in results] == ["complete"] * 3, results
+    assert (tmp_path / "report;v2=1@x(y).pdf").read_bytes() == b"escaped"
+    assert set(server.requests) == {
+        "/report%3Bv2%3D1%40x%28y%29.pdf",
+        "/a%7e%41.bin",
+        "/caf%C3%A9.bin",
+    }

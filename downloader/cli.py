@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import itertools
 import logging
 import os
@@ -12,6 +13,7 @@ import shlex
 import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -257,10 +259,22 @@ def _unwritable(path: Path, output_dir: Path) -> str | None:
     return None
 
 
-def _print_report(output_dir: Path) -> None:
-    """``--report -``: the run's own report, once written, on standard output."""
+def _stdout_report() -> Path:
+    """Where ``--report -`` has the run write its report, to copy it to
+    standard output at the end: the library's ``--report PATH`` (written even
+    when DIR's own report cannot be), in a temporary file."""
+    fd, name = tempfile.mkstemp(prefix="downloader-report-", suffix=".json")
+    os.close(fd)
+    path = Path(name)
+    atexit.register(path.unlink, missing_ok=True)
+    return path
+
+
+def _print_report(path: Path | None) -> None:
+    """``--report -``: the run's report, once written, on standard output."""
+    assert path is not None
     try:
-        with open(output_dir / ".downloader" / "report.json", "rb") as src:
+        with open(path, "rb") as src:
             sys.stdout.flush()
             shutil.copyfileobj(src, sys.stdout.buffer)
             sys.stdout.flush()
@@ -283,12 +297,20 @@ def _say(message: str) -> None:
 def _say_warnings() -> None:
     """The library's warnings (logging), said as the command's own."""
     log = logging.getLogger("downloader")
-    if not any(getattr(h, "_downloader_cli", False) for h in log.handlers):
-        handler = logging.StreamHandler()  # stderr, looked up at each message
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("downloader: warning: %(message)s"))
-        handler._downloader_cli = True  # type: ignore[attr-defined]
         log.addHandler(handler)
         log.propagate = False
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to ``sys.stderr`` as it is at each message (a test, or a
+    second ``main()`` in one process, may have replaced it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
 
 
 def _quit_now(signum: int, frame: object) -> None:
@@ -446,7 +468,7 @@ def _main(argv: Sequence[str] | None) -> int:
             content_disposition=args.content_disposition,
             insecure=args.insecure,
             max_redirects=args.max_redirects,
-            report=None if args.report == "-" else args.report,
+            report=_stdout_report() if args.report == "-" else args.report,
             quiet=args.quiet,
             progress="lines" if args.no_progress else None,
         )
@@ -487,7 +509,7 @@ def _main(argv: Sequence[str] | None) -> int:
         _say(f"{exc.strerror or exc}: {exc.filename or args.output_dir}")
         return EXIT_USAGE
     if args.report == "-":
-        _print_report(Path(args.output_dir))
+        _print_report(dl.settings.report)
     if results.partial and not results.interrupted:
         _say(
             "the recorded run was stopped before its list was read to the end: only its "

@@ -250,7 +250,9 @@ class Downloader:
                 results = future.result()
         finally:
             if main:  # None: a handler set outside Python; Python's own is the nearest
-                signal.signal(signal.SIGINT, previous or signal.default_int_handler)
+                signal.signal(
+                    signal.SIGINT, previous if previous is not None else signal.default_int_handler
+                )
         if interrupted.is_set():
             raise KeyboardInterrupt
         return results
@@ -309,7 +311,9 @@ class Downloader:
             try:
                 # the checksum as parsed: "SHA-256=AB…" and "sha256=ab…" are one
                 checksum = "=".join(parse_checksum(entry.checksum)) if entry.checksum else None
-                relpath, dup = namer.claim(entry.url, relpath, entry.line, checksum)
+                relpath, dup = namer.claim(
+                    entry.url, relpath, entry.line, checksum, position=len(state.ledger) + 1
+                )
             except UnsafeNameError as exc:
                 error = f"line {entry.line}: {exc}" if entry.line else str(exc)
         if error is not None:

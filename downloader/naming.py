@@ -255,7 +255,12 @@ class Namer:
         return f"line {ref}" if ref > 0 else f"entry {-ref}"
 
     def claim(
-        self, url: str, relpath: str, line: int | None, checksum: str | None = None
+        self,
+        url: str,
+        relpath: str,
+        line: int | None,
+        checksum: str | None = None,
+        position: int | None = None,
     ) -> tuple[str, str | None]:
         """Return ``(path, None)``, or ``(path, "line N")`` for a duplicate of
         an earlier entry with the same URL and name (``"entry N"`` when that
@@ -271,7 +276,9 @@ class Namer:
         key = _digest(url)
         me = len(self._urls)
         self._urls.append(key)
-        self._refs.append(line if line is not None else -(me + 1))
+        # how a later duplicate names this entry: its line, else its place
+        # among the run's entries (invalid ones counted)
+        self._refs.append(line if line is not None else -(position or me + 1))
         name_key = _digest(relpath)
         held = self._taken.get(name_key)
         if held is None and self._free(relpath, name_key):

@@ -132,7 +132,7 @@ class Segmented:
     async def _request(self, seg: list[int]) -> None:
         meta = self.meta
         async with self.t.get(self.url, f"bytes={seg[2]}-{seg[1] - 1}") as resp:
-            if resp.status == 200:
+            if resp.status != 206 and 200 <= resp.status < 300 and resp.status not in (204, 205):
                 raise RestartNeeded("server ignored a segment's range; fetching whole")
             if resp.status != 206:
                 raise status_error(resp)

@@ -149,20 +149,17 @@ def strip_userinfo(url: str) -> str:
 
 
 def redact_loose(url: str) -> str:
-    """An invalid URL, with whatever may be a password hidden: up to the last
-    ``@`` before any query (``user:pa/ss@host``, ``user:pa ss@host`` do not
-    parse, but the user meant a credential)."""
+    """An invalid URL, with whatever may be a password hidden: all up to its
+    last ``@`` (``user:pa/ss@host``, ``user:pa#ss@host`` do not parse, but
+    the user meant a credential; hiding a query's ``@`` too costs nothing)."""
     scheme, sep, rest = url.partition("://")
-    cut = len(rest)
-    for c in "?#":
-        i = rest.find(c, 0, cut)
-        if i >= 0:
-            cut = i
-    at = rest.rfind("@", 0, cut)
+    at = rest.rfind("@")
     return url if not sep or at < 0 else f"{scheme}://***@{rest[at + 1 :]}"
 
 
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]*@")
+#: In a message: what may be a password, hidden even where a valid URL could
+#: not hold it (a ``?`` or ``#`` in it); a query's ``@`` is hidden with it.
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
 
 
 def redact_text(text: str) -> str:

@@ -183,15 +183,15 @@ def check_partial(
     return int(total), end + 1
 
 
-def _unasked_range(resp: aiohttp.ClientResponse) -> int:
+def _unasked_range(resp: aiohttp.ClientResponse) -> tuple[int, int]:
     """The length of a resource sent as a 206 to a request with no Range
-    (some servers and caches do): from byte 0 it is the body's start, and
-    when short, a resume fetches the rest."""
+    (some servers and caches do), and where the 206's bytes end: from byte 0
+    it is the body's start, and when short, the next request continues it."""
     cr = parse_content_range(resp.headers.get("Content-Range"))
     if cr is None or cr[0] != 0 or cr[2] is None:
         value = resp.headers.get("Content-Range", "none")[:80]
         raise DownloadError(f"HTTP 206 to a request without a range (Content-Range: {value})")
-    return cr[2]
+    return cr[2], cr[1] + 1
 
 
 def _segments_ok(meta: dict[str, Any], size: int) -> bool:
@@ -212,24 +212,59 @@ def _resumable(meta: Mapping[str, Any]) -> bool:
 
 
 #: What cannot go into a request line as it is: spaces and controls (refused
-#: in lists, possible from a script), non-ASCII, and what RFC 3986 excludes.
-_NOT_ON_THE_WIRE = re.compile(r'[\x00-\x20"<>\\^`{|}\x7f-\U0010ffff]')
+#: in lists, possible from a script), non-ASCII, what RFC 3986 excludes, and
+#: a ``%`` that starts no escape (``50%off.pdf``: servers answer 400).
+_NOT_ON_THE_WIRE = re.compile(r'[\x00-\x20"<>\\^`{|}\x7f-\U0010ffff]|%(?![0-9A-Fa-f]{2})')
 
 
 def wire_url(url: str) -> URL:
     """The URL as the user wrote it, escapes kept: ``%3B`` is not ``;`` (RFC
     3986 §2.2), and curl, wget and aria2c send it byte for byte. yarl would
-    normalise the path (``%3B`` → ``;``, ``%41`` → ``A``); only what cannot
-    go on the wire is encoded here, an IDN host as IDNA."""
-    if _NOT_ON_THE_WIRE.search(url) is None:
-        return URL(url, encoded=True)
+    normalise the path (``%3B`` → ``;``, ``%41`` → ``A``). What is done, as
+    curl does: what cannot go on the wire is encoded (an IDN host as IDNA),
+    the scheme and host lower-cased, ``.`` and ``..`` segments resolved."""
     scheme, _, rest = url.partition("://")
     end = authority_end(rest)
     authority, tail = rest[:end], rest[end:]
     if _NOT_ON_THE_WIRE.search(authority):
         authority = URL(f"{scheme}://{authority}").raw_authority
-    tail = _NOT_ON_THE_WIRE.sub(lambda m: quote(m[0], safe=""), tail)
-    return URL(f"{scheme}://{authority}{tail}", encoded=True)
+    else:
+        userinfo, at, hostport = authority.rpartition("@")
+        authority = f"{userinfo}{at}{hostport.lower()}"
+    if _NOT_ON_THE_WIRE.search(tail):
+        tail = _NOT_ON_THE_WIRE.sub(lambda m: quote(m[0], safe=""), tail)
+    if "/." in tail:
+        path, mark, query = _cut_query(tail)
+        tail = _without_dot_segments(path) + mark + query
+    return URL(f"{scheme.lower()}://{authority}{tail}", encoded=True)
+
+
+def _cut_query(tail: str) -> tuple[str, str, str]:
+    end = len(tail)
+    for c in "?#":
+        i = tail.find(c, 0, end)
+        if i >= 0:
+            end = i
+    return tail[:end], tail[end : end + 1], tail[end + 1 :]
+
+
+def _without_dot_segments(path: str) -> str:
+    """RFC 3986 §5.2.4 on a path that starts with ``/``."""
+    out: list[str] = []
+    segments = path.split("/")[1:]
+    for i, seg in enumerate(segments):
+        last = i == len(segments) - 1
+        if seg == "..":
+            if out:
+                out.pop()
+            if last:
+                out.append("")
+        elif seg == ".":
+            if last:
+                out.append("")
+        else:
+            out.append(seg)
+    return "/" + "/".join(out)
 
 
 def _close_watch(resp: aiohttp.ClientResponse) -> asyncio.Future[None] | None:
@@ -533,7 +568,8 @@ class Transfer:
             if offset and status == 416:
                 await self._range_unsatisfiable(resp, part, offset)
                 return
-            if not 200 <= status < 300:  # any success is the resource's bytes, as for curl
+            if not 200 <= status < 300 or status in (204, 205):
+                # any success with content is the resource's bytes, as for curl
                 raise status_error(resp)
             if settings.content_disposition:
                 self._server_name(resp)
@@ -551,9 +587,12 @@ class Transfer:
                         os.unlink(part)
                 offset = 0
                 self.act.done = 0
-                total = resp.content_length if status != 206 else _unasked_range(resp)
+                if status == 206:
+                    total, served = _unasked_range(resp)
+                else:
+                    total = resp.content_length
                 self._start_part(part, url, resp, total)
-                if not self.no_split and splittable(resp, total, settings.split):
+                if status == 200 and not self.no_split and splittable(resp, total, settings.split):
                     assert self.meta is not None and total is not None
                     self.meta["segments"] = plan(total, settings.split)
                     await self._run_segments(url, part, resp, release, create=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import threading
 from pathlib import Path
 
@@ -213,3 +214,27 @@ async def test_the_library_warns_through_logging_not_print(
     assert [r.name for r in caplog.records] == ["downloader"]
     assert "callback bug" in caplog.records[0].getMessage()
     assert capfd.readouterr() == ("", "")
+
+
+async def test_a_duplicate_names_its_first_entry_by_its_place(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    a, b = server.add("/a", b"a"), server.add("/b", b"b")
+    results = await Downloader(tmp_path, progress=False).download(
+        [a, Entry(b, out="a/x.bin"), b, b]
+    )
+    assert [r.status for r in results] == ["complete", "failed", "complete", "skipped"]
+    assert results[3].error == "duplicate of entry 3"
+
+
+def test_run_in_a_loop_gives_back_the_sigint_handler_it_found(tmp_path: Path) -> None:
+    async def main() -> None:
+        Downloader(tmp_path, progress=False).run([])
+
+    before = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        asyncio.run(main())
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGINT, before)

@@ -244,3 +244,21 @@ async def test_demo_refuses_urls_and_lists(tmp_path: Path) -> None:
     code, _, err = await run_cli("--demo", "--retry", "-o", str(out))
     assert code == 2 and "--demo and --retry" in err
     assert not out.exists()
+
+
+async def test_report_dash_even_when_the_directorys_report_cannot_be_written(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    url = server.add("/s.bin", b"S")
+    (tmp_path / "out" / ".downloader" / "report.json.tmp").mkdir(parents=True)
+    code, stdout, err = await run_cli("-o", "out", "--report", "-", url, cwd=tmp_path)
+    assert code == 0 and "cannot write the report" in err
+    assert json.loads(stdout)["entries"][0]["path"] == "s.bin"
+
+
+async def test_one_line_with_a_nul_byte_is_one_invalid_entry(tmp_path: Path) -> None:
+    """Not a binary file: a text list with a hostile line fails that entry."""
+    lst = tmp_path / "list.txt"
+    lst.write_bytes(b"http://127.0.0.1:9/a\x00b\n")  # the whole list: one line
+    code, _, err = await run_cli("-o", "out", "-q", str(lst), cwd=tmp_path)
+    assert code == 1 and "line 1:" in err

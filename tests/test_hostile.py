@@ -323,13 +323,17 @@ async def test_any_success_status_is_the_resource(server: FaultServer, tmp_path:
         "/mid206.bin",
         raw=b"HTTP/1.1 206 OK\r\nContent-Range: bytes 5-9/10\r\nContent-Length: 5\r\n\r\n56789",
     )
-    urls = [server.url(p) for p in ("/203.bin", "/whole206.bin", "/short206.bin", "/mid206.bin")]
-    results = await Downloader(tmp_path, progress=False, retries=1).download(urls)
+    s("/204.bin", raw=b"HTTP/1.1 204 No Content\r\n\r\n")
+    paths = ("/203.bin", "/whole206.bin", "/short206.bin", "/mid206.bin", "/204.bin")
+    urls = [server.url(p) for p in paths]
+    # no retry to spend: a short 206 is continued without one
+    results = await Downloader(tmp_path, progress=False, retries=0).download(urls)
     assert [(r.status, r.attempts) for r in results] == [
         ("complete", 1),
         ("complete", 1),
         ("complete", 2),
         ("failed", 1),
+        ("failed", 1),  # no content is no file
     ]
     assert (tmp_path / "203.bin").read_bytes() == b"abc"
     assert (tmp_path / "whole206.bin").read_bytes() == b"0123456789"
@@ -400,3 +404,22 @@ async def test_the_url_goes_out_as_written(server: FaultServer, tmp_path: Path) 
         "/a%7e%41.bin",
         "/caf%C3%A9.bin",
     }
+
+
+async def test_the_url_is_cleaned_as_curl_cleans_it(server: FaultServer, tmp_path: Path) -> None:
+    """Escapes are kept, but a ``%`` starting none is encoded, ``.`` and
+    ``..`` segments are resolved, and the host has no case: a secret header
+    still goes to the host named."""
+    server.add("/50%25off.pdf", b"sale")
+    server.add("/dir/f.bin", b"dotted")
+    server.add("/key.bin", b"keyed", auth=None)
+    host = server.base.replace("127.0.0.1", "LocalHost")
+    urls = [
+        server.url("/50%off.pdf"),
+        server.url("/dir/./x/../f.bin"),
+        Entry(host + "/key.bin", headers={"X-Api-Key": TOKEN}),
+    ]
+    results = await Downloader(tmp_path, progress=False, retries=0).download(urls)
+    assert [r.status for r in results] == ["complete"] * 3, results
+    assert set(server.requests) == {"/50%25off.pdf", "/dir/f.bin", "/key.bin"}
+    assert server.request_log[-1][2].get("X-Api-Key") == TOKEN

@@ -12,6 +12,7 @@ from downloader.state import (
     RunState,
     has_userinfo,
     host_of,
+    redact_loose,
     redact_text,
     redact_url,
     strip_userinfo,
@@ -56,3 +57,10 @@ def test_secrets_are_redacted() -> None:
     assert has_userinfo("http://u@h/") and not has_userinfo("http://h/a@b")
     assert host_of("HTTP://u:p@Example.org:8080/a@b") == "example.org:8080"
     assert redact_text("see http://u:p@h/x and ftp://a@b") == "see http://***@h/x and ftp://***@b"
+    assert redact_text("x http://u:pa#ss@h/f") == "x http://***@h/f"
+
+
+def test_an_unparseable_url_loses_all_that_may_be_a_password() -> None:
+    for url in ("http://al:pa#ss99@h/f", "http://al:pa?ss99@h/f", "http://al:pa/ss99@h/f"):
+        assert redact_loose(url) == "http://***@h/f"
+    assert redact_url("http://h?email=me@other") == "http://h?email=me@other"

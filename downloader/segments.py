@@ -38,12 +38,19 @@ def plan(total: int, split: int) -> list[list[int]]:
 
 
 def splittable(resp: aiohttp.ClientResponse, total: int | None, split: int) -> bool:
+    """Whether a whole-body answer may be fetched in segments: ranges
+    answered, and a validator (a strong ETag, or Last-Modified) that every
+    segment's 206 must repeat. Without one, a resource that changes between
+    two segments' requests could not be told from one that did not: one
+    connection then, which gets one version."""
+    etag = resp.headers.get("ETag", "")
     return (
         split > 1
         and total is not None
         and total >= 2 * MIN_SEGMENT
         and resp.headers.get("Accept-Ranges", "").strip().lower() == "bytes"
         and "Content-Encoding" not in resp.headers
+        and bool((etag and not etag.startswith("W/")) or resp.headers.get("Last-Modified"))
     )
 
 
@@ -152,16 +159,17 @@ class Segmented:
         received = 0
         write = self._write
         try:
-            async for chunk in resp.content.iter_any():
+            chunks = resp.content.iter_any() if limiter is None else limiter.chunks(resp)
+            async for chunk in chunks:
                 room = end - seg[2]
                 if len(chunk) > room:
                     chunk = chunk[:room]
-                write(chunk, seg)
                 n = len(chunk)
+                if limiter is not None:
+                    await limiter.take(n)  # paid before it lands (transfer._stream)
+                write(chunk, seg)
                 received += n
                 act.done += n
-                if limiter is not None:
-                    await limiter.take(n)
                 if n == room:
                     break
         finally:

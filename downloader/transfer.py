@@ -420,6 +420,10 @@ class Transfer:
         with contextlib.suppress(OSError):
             size = os.stat(self.ctx.root / (self.job.path + ".part")).st_size
         meta = self.meta
+        if size and meta is not None and meta.get("segments"):
+            # a segmented part has its full length from the start (sparse):
+            # what it holds is what its segments have received
+            size = sum(seg[2] - seg[0] for seg in meta["segments"])
         if size and meta is not None and not meta.get("saved") and _resumable(meta):
             # A small part's metadata stays in memory while it goes well (a
             # file each would cost more than a small transfer); a part left
@@ -553,6 +557,8 @@ class Transfer:
             auto_decompress=False,
             ssl=not settings.insecure,
             raise_for_status=False,  # a caller's session may say True: statuses are ours to judge
+            # under --limit-rate, aiohttp buffers little: TCP slows the server
+            read_bufsize=ctx.limiter.step if ctx.limiter is not None else None,
             **self._guard[1],
         )
 
@@ -744,9 +750,13 @@ class Transfer:
             # Each chunk is written as it comes, straight from aiohttp's
             # buffer while it is still in the CPU cache (no BufferedWriter:
             # one more copy, of colder memory), in writes of at most 64 KiB
-            # (see WRITE_SLICE).
-            async for chunk in resp.content.iter_any():
+            # (see WRITE_SLICE). Under --limit-rate, chunks are small and
+            # paid for before they land: the cap holds from the first byte.
+            chunks = resp.content.iter_any() if limiter is None else limiter.chunks(resp)
+            async for chunk in chunks:
                 n = len(chunk)
+                if limiter is not None:
+                    await limiter.take(n)
                 done = write(fd, chunk) if n <= WRITE_SLICE else 0
                 if done != n:
                     write_all(fd, chunk, done)
@@ -754,8 +764,6 @@ class Transfer:
                     hasher.update(chunk)
                 received += n
                 act.done += n
-                if limiter is not None:
-                    await limiter.take(n)
         except OSError as exc:
             if isinstance(exc, (aiohttp.ClientError, ConnectionError, TimeoutError)):
                 raise

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
-from downloader import ratelimit
+from downloader import Downloader, client, ratelimit
 from downloader.config import parse_rate
+
+from .conftest import blob
+from .server import FaultServer
 
 
 class Clock:
@@ -63,3 +67,29 @@ def test_parse_rate() -> None:
     for bad in ("", "fast", "-1M", "0", "2X"):
         with pytest.raises(ValueError):
             parse_rate(bad)
+
+
+async def test_bytes_are_paid_for_before_they_land(
+    server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under --limit-rate nothing reaches the disk before its tokens are
+    taken, in reads of at most ``step`` bytes: a read of aiohttp's whole
+    buffer (2 MiB) landed at once, seconds of the cap in one burst."""
+    body = blob(3 * 1024 * 1024)
+    url = server.add("/capped.bin", body)
+    part = tmp_path / "capped.bin.part"
+    paid = 0
+    taken: list[int] = []
+
+    class Watching(ratelimit.RateLimiter):
+        async def take(self, n: int) -> None:  # no sleeping: order and sizes only
+            nonlocal paid
+            assert (part.stat().st_size if part.exists() else 0) <= paid
+            paid += n
+            taken.append(n)
+
+    monkeypatch.setattr(client, "RateLimiter", Watching)
+    results = await Downloader(tmp_path, progress=False, limit_rate="100K").download([url])
+    assert results[0].status == "complete"
+    assert (tmp_path / "capped.bin").read_bytes() == body
+    assert sum(taken) == len(body) and max(taken) <= 100 * 1024 // 20

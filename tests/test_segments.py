@@ -164,3 +164,25 @@ async def test_a_segment_answered_in_short_ranges_completes(
     assert (tmp_path / "capped.bin").read_bytes() == body
     ranged = [h["Range"] for _, _, h in server.request_log if "Range" in h]
     assert len(ranged) > 2  # the segments needed more than one request each
+
+
+async def test_no_validator_no_split(server: FaultServer, tmp_path: Path) -> None:
+    """A resource with neither ETag nor Last-Modified could change between
+    two segments unseen: it is fetched on one connection, one version."""
+    v1, v2 = blob(SIZE, 1), blob(SIZE, 2)
+    url = server.add("/big.bin", versions=[v1, v2], etag=False)
+    results = await Downloader(tmp_path, progress=False, split=3).download([url])
+    assert results.complete and (tmp_path / "big.bin").read_bytes() == v1
+    assert len(server.request_log) == 1
+
+
+async def test_a_failed_split_reports_the_bytes_it_holds(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """A segmented part is as long as the file from the start: its bytes are
+    what the segments received, not its size."""
+    url = server.add("/big.bin", blob(SIZE), reset_at=0.5, resets_left=2)
+    results = await Downloader(tmp_path, progress=False, split=3, retries=0).download([url])
+    meta = next((tmp_path / ".downloader" / "parts").glob("*.json"))
+    held = sum(s[2] - s[0] for s in json.loads(meta.read_text())["segments"])
+    assert results[0].status == "failed" and 0 < results[0].bytes == held < SIZE

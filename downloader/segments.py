@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from .config import MIN_SEGMENT, WRITE_SLICE
-from .errors import LocalFileError, RestartNeeded, TruncatedError
+from .errors import DownloadError, LocalFileError, RestartNeeded, TruncatedError
 from .retry import as_download_error, status_error
 from .scheduler import run_window
 from .writes import write_all
@@ -103,11 +103,31 @@ class Segmented:
             raise TruncatedError("a segment ended early")
 
     async def _first(self, resp: aiohttp.ClientResponse, release: Callable[[], None]) -> None:
+        """Segment 0 from the whole-body answer; when that breaks, segment 0
+        is retried alone (ranged, from where it stopped), as any other is:
+        the other segments go on."""
         try:
-            await self._pump(self.segments[0], resp, None)
-        finally:
-            resp.close()  # its connection is done: not a request in flight any more
-            release()
+            try:
+                await self._pump(self.segments[0], resp, None)
+            finally:
+                resp.close()  # its connection is done: not a request in flight any more
+                release()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._after(as_download_error(exc, self.t.ctx.settings.timeout))
+            await self._segment(self.segments[0])
+
+    async def _after(self, err: DownloadError) -> None:
+        """Raise ``err`` unless it earns another try; else wait for it. One
+        budget for the entry: the segments' failures spend it too."""
+        t = self.t
+        if isinstance(err, RestartNeeded) or not err.transient:
+            raise err
+        t.failures += 1
+        if t.failures > t.ctx.settings.retries:
+            raise err
+        await asyncio.sleep(t.ctx.policy.delay_after(t.failures, err))
 
     async def _save_forever(self) -> None:
         while True:
@@ -128,13 +148,7 @@ class Segmented:
                 raise
             except Exception as exc:
                 err = as_download_error(exc, ctx.settings.timeout)
-            if isinstance(err, RestartNeeded) or not err.transient:
-                raise err
-            # one budget for the entry: the segments' failures spend it too
-            t.failures += 1
-            if t.failures > ctx.settings.retries:
-                raise err
-            await asyncio.sleep(ctx.policy.delay_after(t.failures, err))
+            await self._after(err)
 
     async def _request(self, seg: list[int]) -> None:
         meta = self.meta

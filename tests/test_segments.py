@@ -186,3 +186,18 @@ async def test_a_failed_split_reports_the_bytes_it_holds(
     meta = next((tmp_path / ".downloader" / "parts").glob("*.json"))
     held = sum(s[2] - s[0] for s in json.loads(meta.read_text())["segments"])
     assert results[0].status == "failed" and 0 < results[0].bytes == held < SIZE
+
+
+async def test_a_break_of_the_first_answer_is_retried_alone(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """The whole-body answer that serves segment 0 breaks: segment 0 goes on
+    with a range of its own, and the other segments are not cut short."""
+    body = blob(SIZE)
+    url = server.add("/big.bin", body, reset_at=0.2, resets_left=1)  # the first request only
+    results = await Downloader(tmp_path, progress=False, split=3).download([url])
+    assert results.complete and (tmp_path / "big.bin").read_bytes() == body
+    ranges = [h.get("Range") for _, _, h in server.request_log]
+    assert len(ranges) == 4  # whole GET, two segments, segment 0 again from where it broke
+    assert ranges[0] is None and ranges[-1] is not None and not ranges[-1].startswith("bytes=0-")
+    assert server.bytes_served < SIZE + MIN_SEGMENT  # nothing of the others fetched twice

@@ -683,7 +683,7 @@ class Downloader:
             path=outcome.path or job.path,
             status=outcome.status,
             bytes=outcome.bytes,
-            attempts=outcome.attempts,
+            attempts=state.ledger.attempts[job.index],  # earlier runs' included
             error=state.ledger.errors.get(job.index),  # as state.record cleaned it
             line=job.line,
             index=job.index,

@@ -346,9 +346,12 @@ class RunState:
         error: str | None,
         path: str | None = None,
     ) -> None:
-        """Note an entry's outcome in memory and in the journal, at once."""
+        """Note an entry's outcome in memory and in the journal, at once.
+        ``attempts`` are this call's: they add to those of earlier calls of
+        the same recorded run (``--retry``), as requests started for it."""
         if error is not None:
             error = printable(redact_text(error))
+        attempts += self.ledger.attempts[i]
         self.ledger.set(i, status, nbytes, attempts, error)
         err = "null" if error is None else json.dumps(error, ensure_ascii=False)
         tail = ""

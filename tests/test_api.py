@@ -238,3 +238,15 @@ def test_run_in_a_loop_gives_back_the_sigint_handler_it_found(tmp_path: Path) ->
         assert signal.getsignal(signal.SIGINT) == signal.SIG_DFL
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+async def test_attempts_add_up_across_retries(server: FaultServer, tmp_path: Path) -> None:
+    """``attempts`` are the requests started for the entry, over every call
+    of the recorded run: the report after a retry says 2, not 1."""
+    url = server.add("/a.bin", b"a", statuses=[503])
+    first = await Downloader(tmp_path, progress=False, retries=0).download([url])
+    assert (first[0].status, first[0].attempts) == ("failed", 1)
+    again = await Downloader(tmp_path, progress=False).retry()
+    assert (again[0].status, again[0].attempts) == ("complete", 2)
+    report = json.loads((tmp_path / ".downloader" / "report.json").read_text())
+    assert report["entries"][0]["attempts"] == 2 == server.requests["/a.bin"]

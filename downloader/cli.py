@@ -240,6 +240,55 @@ def _entries(sources: Sequence[str], lists: Sequence[str]) -> Iterator[Entry]:
     return itertools.chain.from_iterable(parts)
 
 
+def _origin(sources: Sequence[str], lists: Sequence[str]) -> list[dict[str, Any]] | None:
+    """Where the entries come from, in the order ``_entries`` reads them, for
+    a ``--retry`` of a run stopped before they were all recorded: URLs as
+    given, list files with their size and time (to know them unchanged).
+    None when standard input is one: it cannot be read again."""
+    origin: list[dict[str, Any]] = []
+    for src, is_list in [
+        *((s, not _URL_ARG.match(s)) for s in sources),
+        *((p, True) for p in lists),
+    ]:
+        if not is_list:
+            origin.append({"url": src})
+            continue
+        try:
+            st = os.stat(src) if src != "-" else None
+        except OSError:
+            st = None
+        if st is None:
+            return None
+        origin.append({"list": os.path.abspath(src), "size": st.st_size, "mtime": st.st_mtime_ns})
+    return origin
+
+
+def _rest_of(output_dir: Path) -> Iterator[Entry] | None:
+    """The recorded run's entries read again from where they came from, when
+    it stopped before they were all recorded and its lists are unchanged."""
+    origin = RunState(output_dir).unread_origin()
+    if origin is None:
+        return None
+    parts: list[Iterator[Entry]] = []
+    for src in origin:
+        if "url" in src:
+            parts.append(iter([Entry(str(src["url"]))]))
+            continue
+        path = str(src.get("list"))
+        try:
+            st = os.stat(path)
+            if (st.st_size, st.st_mtime_ns) != (src.get("size"), src.get("mtime")):
+                _say(
+                    f"warning: {path} changed since the run was recorded: its entries the "
+                    "run never recorded are not read again (run the list again for them)"
+                )
+                return None
+            parts.append(iter_list(path))
+        except (OSError, ListError):
+            return None
+    return itertools.chain.from_iterable(parts)
+
+
 def _unwritable(path: Path, output_dir: Path) -> str | None:
     """Why the report cannot be written at ``path``, found before any download."""
     if path.is_dir():
@@ -488,6 +537,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.sources or args.input_file:
             parser.error("--retry takes no URL list or URLs: it continues the recorded run")
         entries = None
+        dl._rest = _rest_of(Path(args.output_dir))
     else:
         if not args.sources and not args.input_file:
             parser.error("no URL list or URLs given (try --help, or --demo)")
@@ -496,6 +546,7 @@ def _main(argv: Sequence[str] | None) -> int:
         except ListError as exc:
             _say(str(exc))
             return EXIT_USAGE
+        dl._origin = _origin(args.sources, args.input_file)
     if args.insecure and not args.quiet:
         _say("warning: --insecure: TLS certificates are NOT verified for this run")
     try:

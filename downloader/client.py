@@ -108,6 +108,11 @@ class Downloader:
         self._given_session = session
         #: a caller's session may carry its own User-Agent: ours goes only when asked
         self._agent_given = user_agent is not None
+        #: (the command line's) where a list's entries come from, recorded so
+        #: that --retry can read the rest of a list a stopped run did not
+        #: finish recording; and, for that --retry, those entries again
+        self._origin: list[dict[str, Any]] | None = None
+        self._rest: Iterator[Entry] | None = None
         self._own_session: aiohttp.ClientSession | None = None
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -282,19 +287,54 @@ class Downloader:
         source: Iterator[Entry],
         stopping: threading.Event,
         lock: threading.Lock,
+        recorded: Iterator[dict[str, Any]] | None = None,
     ) -> None:
         """Write every entry, with its final name, to the run state before the
         first request: names depend on the whole list's order, and ``--retry``
-        must know the entries that never started."""
+        must know the entries that never started.
+
+        ``recorded``: the entries a stopped run recorded, which the list's
+        first entries must match (they are named again, not added), so that
+        the rest get the names the whole run would have given them."""
         namer = self._namer = Namer()
-        for entry in source:
+        for position, entry in enumerate(source, 1):
             with lock:
                 if stopping.is_set():
                     return
-                self._add(state, namer, entry)
+                data = next(recorded, None) if recorded is not None else None
+                if data is None:
+                    recorded = None
+                    self._add(state, namer, entry)
+                    continue
+                relpath, _, error = self._name(namer, entry, position)
+                if data["url"] != _redact(entry.url) or data.get("path") != (
+                    None if error else relpath
+                ):
+                    raise DownloaderError(
+                        f"the list differs from the one recorded, at its entry {position}: "
+                        "run it again instead of --retry"
+                    )
+                urls, headers = entry.urls, dict(entry.headers or {})
+                if any(map(has_userinfo, urls)) or any(map(is_secret_header, headers)):
+                    self._secrets[data["i"]] = (urls, headers)  # the list has them again
         with lock:
             if not stopping.is_set():
                 state.entries_written()
+
+    def _name(
+        self, namer: Namer, entry: Entry, position: int
+    ) -> tuple[str | None, str | None, str | None]:
+        """An entry's path, the earlier entry it duplicates, or why it is invalid."""
+        if entry.error is not None:
+            return None, None, entry.error
+        relpath = clean_out(entry.out) if entry.out else name_from_url(entry.url)
+        try:
+            # the checksum as parsed: "SHA-256=AB…" and "sha256=ab…" are one
+            checksum = "=".join(parse_checksum(entry.checksum)) if entry.checksum else None
+            relpath, dup = namer.claim(entry.url, relpath, entry.line, checksum, position)
+        except UnsafeNameError as exc:
+            return None, None, f"line {entry.line}: {exc}" if entry.line else str(exc)
+        return relpath, dup, None
 
     def _add(self, state: RunState, namer: Namer, entry: Entry) -> None:
         urls = entry.urls
@@ -305,18 +345,8 @@ class Downloader:
             "mirrors": [_redact(u) for u in urls[1:]],
             "line": entry.line,
         }
-        error = entry.error
-        if error is None:
-            relpath = clean_out(entry.out) if entry.out else name_from_url(entry.url)
-            try:
-                # the checksum as parsed: "SHA-256=AB…" and "sha256=ab…" are one
-                checksum = "=".join(parse_checksum(entry.checksum)) if entry.checksum else None
-                relpath, dup = namer.claim(
-                    entry.url, relpath, entry.line, checksum, position=len(state.ledger) + 1
-                )
-            except UnsafeNameError as exc:
-                error = f"line {entry.line}: {exc}" if entry.line else str(exc)
-        if error is not None:
+        relpath, dup, error = self._name(namer, entry, len(state.ledger) + 1)
+        if error is not None or relpath is None:
             data["path"] = None
             i = state.add_entry(data)
             state.ledger.invalid.add(i)
@@ -417,6 +447,13 @@ class Downloader:
             if source is None:
                 state.load()
                 state.lock()
+                rest, self._rest = self._rest, None
+                if rest is not None and state.partial:
+                    # stopped while its list was recorded: the rest of the
+                    # list, read again, joins the run (the first entries must
+                    # match those recorded)
+                    state.more_entries()
+                    interrupted = await self._read_list(state, rest, state.iter_entries())
                 self._prepare_retry(state)
             else:
                 self._make_output_dir()
@@ -425,7 +462,7 @@ class Downloader:
                 self._previous = state.server_names() if s.content_disposition else {}
                 # here, not in the list's thread: a stop at any moment finds
                 # this run begun, and its report replaces the last one
-                state.begin(s.recorded())
+                state.begin(s.recorded(), self._origin)
                 try:
                     interrupted = await self._read_list(state, source)
                 except asyncio.CancelledError as exc:
@@ -534,7 +571,12 @@ class Downloader:
                 f"cannot create the output directory {str(root)!r}: {exc.strerror or exc}"
             ) from exc
 
-    async def _read_list(self, state: RunState, source: Iterator[Entry]) -> bool:
+    async def _read_list(
+        self,
+        state: RunState,
+        source: Iterator[Entry],
+        recorded: Iterator[dict[str, Any]] | None = None,
+    ) -> bool:
         """Materialise the list in a thread, so that Ctrl-C works even while
         a list on a terminal's standard input is still being typed; returns
         True when the run was stopped before the list was read to its end."""
@@ -553,7 +595,7 @@ class Downloader:
 
         def work() -> None:
             try:
-                self._materialize(state, source, stopping, lock)
+                self._materialize(state, source, stopping, lock, recorded)
             except BaseException as exc:  # handed to the loop, raised there
                 loop.call_soon_threadsafe(settle, exc)
             else:

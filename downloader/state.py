@@ -224,7 +224,9 @@ class RunState:
             ) from exc
 
     # -- a new run ---------------------------------------------------------
-    def begin(self, settings: dict[str, Any] | None = None) -> None:
+    def begin(
+        self, settings: dict[str, Any] | None = None, origin: list[dict[str, Any]] | None = None
+    ) -> None:
         """Start a new run: the previous run's entries and journal are dropped
         (its ``.part`` files and their metadata stay, so a rerun resumes).
         ``settings`` are the run's options that ``--retry`` keeps."""
@@ -241,6 +243,10 @@ class RunState:
         self._run = {"version": 1, "id": self.run_id, "started": time.time(), "complete": False}
         if settings:
             self._run["settings"] = settings
+        if origin:
+            # where the entries come from, to read the rest of them again if
+            # the run stops before they are all recorded (see unread_origin)
+            self._run["origin"] = origin
         _atomic_write(self.run_path, json.dumps(self._run))
         self._entries = open(self.entries_path, "w", encoding="utf-8", errors=_LONE)  # noqa: SIM115
 
@@ -263,6 +269,36 @@ class RunState:
         self._entries = None
         self._run.update(complete=True, entries=len(self.ledger))
         _atomic_write(self.run_path, json.dumps(self._run))
+        self.partial = False
+
+    def unread_origin(self) -> list[dict[str, Any]] | None:
+        """The sources of a recorded run stopped before its list was all
+        recorded (a ``kill -9`` while a long list was read), when known."""
+        try:
+            with open(self.run_path, encoding="utf-8") as f:
+                run = json.load(f)
+            origin = run.get("origin") if not run.get("complete", True) else None
+        except (OSError, ValueError, AttributeError):
+            return None
+        return origin if isinstance(origin, list) and origin else None
+
+    def more_entries(self) -> None:
+        """Record more entries after those of a loaded, partial run; a torn
+        last line (``kill -9`` mid-write, never loaded) goes first."""
+        with open(self.entries_path, "rb+") as f:
+            size = f.seek(0, os.SEEK_END)
+            keep = size
+            while keep > 0:
+                f.seek(max(keep - 4096, 0))
+                block = f.read(keep - max(keep - 4096, 0))
+                cut = block.rfind(b"\n")
+                if cut >= 0:
+                    keep = max(keep - 4096, 0) + cut + 1
+                    break
+                keep = max(keep - 4096, 0)
+            if keep != size:
+                f.truncate(keep)
+        self._entries = open(self.entries_path, "a", encoding="utf-8", errors=_LONE)  # noqa: SIM115
 
     # -- continuing a run --------------------------------------------------
     def load(self) -> None:

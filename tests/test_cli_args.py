@@ -262,3 +262,59 @@ async def test_one_line_with_a_nul_byte_is_one_invalid_entry(tmp_path: Path) -> 
     lst.write_bytes(b"http://127.0.0.1:9/a\x00b\n")  # the whole list: one line
     code, _, err = await run_cli("-o", "out", "-q", str(lst), cwd=tmp_path)
     assert code == 1 and "line 1:" in err
+
+
+async def test_retry_reads_the_rest_of_a_list_a_killed_run_never_recorded(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """kill -9 while a long list is recorded leaves its first entries only
+    (and a torn line): --retry reads the rest again from the same, unchanged
+    list (and the URL argument after it), with the names the whole run would
+    have given, instead of losing them."""
+    urls = [server.add(f"/d{i}/same.bin", f"body {i}".encode()) for i in range(12)]
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"{u}\n" for u in urls[:11]) + "ftp://nope/x\n")
+    code, _, _ = await run_cli("-o", "out", "-q", str(listing), urls[11], cwd=tmp_path)
+    assert code == 1  # the ftp line
+    whole = report(tmp_path / "out")["entries"]
+    # what a kill -9 after 5 entries would have left: a partial record
+    state = tmp_path / "out" / ".downloader"
+    lines = (state / "entries.jsonl").read_text().splitlines(keepends=True)
+    (state / "entries.jsonl").write_text("".join(lines[:5]) + lines[5][:20])
+    (state / "journal.jsonl").write_text("")
+    run = json.loads((state / "run.json").read_text())
+    (state / "run.json").write_text(json.dumps({**run, "complete": False}))
+    for e in whole[5:]:
+        if e["path"]:
+            (tmp_path / "out" / e["path"]).unlink()
+    server.requests.clear()
+    code, _, err = await run_cli("-o", "out", "-q", "--retry", cwd=tmp_path)
+    assert code == 1, err  # still the ftp line, nothing else
+    again = report(tmp_path / "out")["entries"]
+    assert [(e["url"], e["path"], e["line"]) for e in again] == [
+        (e["url"], e["path"], e["line"]) for e in whole
+    ]
+    assert [e["status"] for e in again] == ["skipped"] * 5 + ["complete"] * 6 + ["failed"] + [
+        "complete"
+    ]
+    assert sum(server.requests.values()) == 7
+    for i, e in enumerate(again):
+        if e["path"]:
+            body = f"body {i if i < 11 else 11}".encode()
+            assert (tmp_path / "out" / e["path"]).read_bytes() == body
+
+
+async def test_a_list_changed_since_is_not_read_again(server: FaultServer, tmp_path: Path) -> None:
+    urls = [server.add(f"/f{i}.bin", b"x") for i in range(4)]
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"{u}\n" for u in urls))
+    assert (await run_cli("-o", "out", "-q", str(listing), cwd=tmp_path))[0] == 0
+    state = tmp_path / "out" / ".downloader"
+    lines = (state / "entries.jsonl").read_text().splitlines(keepends=True)
+    (state / "entries.jsonl").write_text("".join(lines[:2]))
+    run = json.loads((state / "run.json").read_text())
+    (state / "run.json").write_text(json.dumps({**run, "complete": False}))
+    listing.write_text("".join(f"{u}\n" for u in reversed(urls)))  # another list now
+    code, _, err = await run_cli("-o", "out", "--retry", cwd=tmp_path)
+    assert code == 1 and "changed since the run was recorded" in err
+    assert len(report(tmp_path / "out")["entries"]) == 2

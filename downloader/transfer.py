@@ -376,6 +376,7 @@ class Transfer:
                 self._discard(part)
                 if err.transient and not fresh_after_mismatch:
                     fresh_after_mismatch = True
+                    self.no_split = True  # the fresh try: one answer, one version
                     continue
                 return self._fail(err)
             if err.transient:
@@ -497,7 +498,14 @@ class Transfer:
             and meta is not None
             and _resumable(meta)
             and (meta.get("total") is None or size <= meta["total"])
-            and ("segments" not in meta or _segments_ok(meta, size))
+            # a segmented part needs a validator its segments' answers repeat
+            # (one left by an older version may lack it: never spliced)
+            and (
+                "segments" not in meta
+                or (
+                    _segments_ok(meta, size) and bool(meta.get("etag") or meta.get("last_modified"))
+                )
+            )
         )
         self.meta = meta
         if not usable or size == 0:
@@ -661,7 +669,9 @@ class Transfer:
         self.act.done = total
         if self.job.checksum is not None:
             hasher = await _hash_file(part, self.job.checksum[0])
-            self.resumed = not create
+            # several answers make one file: a mismatch earns the fresh
+            # try a resumed file does, on one connection
+            self.resumed = True
             self._verify(hasher.hexdigest())
 
     def _verify(self, digest: str) -> None:

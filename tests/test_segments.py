@@ -201,3 +201,40 @@ async def test_a_break_of_the_first_answer_is_retried_alone(
     assert len(ranges) == 4  # whole GET, two segments, segment 0 again from where it broke
     assert ranges[0] is None and ranges[-1] is not None and not ranges[-1].startswith("bytes=0-")
     assert server.bytes_served < SIZE + MIN_SEGMENT  # nothing of the others fetched twice
+
+
+async def test_a_spliced_mismatch_earns_one_fresh_try_on_one_connection(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """A server that keeps Last-Modified while the body changes (within one
+    second) makes segments splice two versions: the checksum catches it, and
+    the fresh try, on one connection, gets one version."""
+    import hashlib
+
+    from downloader import Entry
+
+    v0, v1 = blob(SIZE, 10), blob(SIZE, 11)
+    url = server.add("/big.bin", versions=[v0, v1], etag=False, last_modified=True)
+    entry = Entry(url, checksum="sha-256=" + hashlib.sha256(v1).hexdigest())
+    results = await Downloader(tmp_path, progress=False, split=3).download([entry])
+    assert results[0].status == "complete", results[0].error
+    assert (tmp_path / "big.bin").read_bytes() == v1
+    assert server.request_log[-1][2].get("Range") is None  # the fresh try: whole, alone
+
+
+async def test_a_segment_table_without_a_validator_is_not_continued(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """A segmented part from an older version, with no validator: its
+    segments could not tell another version, so it starts again whole."""
+    body = blob(SIZE)
+    url = server.add("/big.bin", body, reset_at=0.5, resets_left=2)
+    first = await Downloader(tmp_path, progress=False, split=3, retries=0).download([url])
+    assert first.failed
+    (meta_file,) = (tmp_path / ".downloader" / "parts").glob("*.json")
+    meta = json.loads(meta_file.read_text())
+    meta_file.write_text(json.dumps({**meta, "etag": None, "last_modified": None}))
+    server.request_log.clear()
+    again = await Downloader(tmp_path, progress=False, split=3).retry()
+    assert again.complete and (tmp_path / "big.bin").read_bytes() == body
+    assert server.request_log[0][2].get("Range") is None

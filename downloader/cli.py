@@ -125,9 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         default=DEFAULT_SPLIT,
         metavar="N",
-        help="connections for one file when the server answers ranges and names the "
-        f"version (ETag or Last-Modified); segments are at least {MIN_SEGMENT // 2**20} MiB "
-        f"(default: {DEFAULT_SPLIT})",
+        help="connections for one file when the server answers ranges; segments are at "
+        f"least {MIN_SEGMENT // 2**20} MiB (default: {DEFAULT_SPLIT})",
     )
     p.add_argument(
         "--retries",

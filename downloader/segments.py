@@ -39,18 +39,16 @@ def plan(total: int, split: int) -> list[list[int]]:
 
 def splittable(resp: aiohttp.ClientResponse, total: int | None, split: int) -> bool:
     """Whether a whole-body answer may be fetched in segments: ranges
-    answered, and a validator (a strong ETag, or Last-Modified) that every
-    segment's 206 must repeat. Without one, a resource that changes between
-    two segments' requests could not be told from one that did not: one
-    connection then, which gets one version."""
-    etag = resp.headers.get("ETag", "")
+    answered (the contract's rule, and aria2c's). Every segment's 206 must
+    then repeat the validator (ETag, Last-Modified) or, with none, the total
+    length, as a resume must (``check_partial``); a checksum catches what a
+    server that changes a file without saying so splices."""
     return (
         split > 1
         and total is not None
         and total >= 2 * MIN_SEGMENT
         and resp.headers.get("Accept-Ranges", "").strip().lower() == "bytes"
         and "Content-Encoding" not in resp.headers
-        and bool((etag and not etag.startswith("W/")) or resp.headers.get("Last-Modified"))
     )
 
 

@@ -498,14 +498,7 @@ class Transfer:
             and meta is not None
             and _resumable(meta)
             and (meta.get("total") is None or size <= meta["total"])
-            # a segmented part needs a validator its segments' answers repeat
-            # (one left by an older version may lack it: never spliced)
-            and (
-                "segments" not in meta
-                or (
-                    _segments_ok(meta, size) and bool(meta.get("etag") or meta.get("last_modified"))
-                )
-            )
+            and ("segments" not in meta or _segments_ok(meta, size))
         )
         self.meta = meta
         if not usable or size == 0:

@@ -245,32 +245,34 @@ def parse_text(text: str) -> list[Entry]:
 _SNIFF = 8192
 
 
-#: Control characters no text list holds (tab, line ends, form feed, vertical
-#: tab and escape are left out: text may have them).
-_CONTROL = bytes([*range(0x00, 0x09), *range(0x0E, 0x1B), *range(0x1C, 0x20), 0x7F])
-
-
-def _controls(data: bytes) -> int:
-    return len(data) - len(data.translate(None, _CONTROL))
+#: How binary files start (programs, archives, images, compressed data):
+#: given as the list by mistake, they are a usage error. Anything else is a
+#: list, however hostile its lines: each bad one fails its own entry.
+_MAGIC = (
+    b"\x7fELF",  # programs, libraries
+    b"MZ",  # Windows programs
+    b"\xcf\xfa\xed\xfe",  # Mach-O
+    b"\x1f\x8b",  # gzip
+    b"PK\x03\x04",  # zip, jar, docx, wheel
+    b"\xfd7zXZ\x00",  # xz
+    b"7z\xbc\xaf\x27\x1c",  # 7-Zip
+    b"(\xb5/\xfd",  # zstd
+    b"\x89PNG\r\n\x1a\n",
+    b"\xff\xd8\xff",  # JPEG
+    b"GIF8",
+    b"%PDF-",
+    b"SQLite format 3\x00",
+)
 
 
 def _binary_line(head: bytes) -> int | None:
-    """The line of the first NUL byte, when ``head`` (the start of a list)
-    looks like a binary file rather than text: a NUL byte, and control
-    characters on most of its non-blank lines or in 1 byte of 16 (32 at
-    least). A few hostile lines in a text list are not enough: each only
-    makes its own entry invalid, as any bad line does."""
-    nul = head.find(b"\x00")
-    if nul < 0:
-        return None
-    controls = _controls(head)
-    if controls < 32:  # a few bad lines: each only fails its own entry
-        return None
-    if 16 * controls < len(head):
-        lines = [line for line in head.split(b"\n") if line.strip()]
-        if 2 * sum(1 for line in lines if _controls(line)) <= len(lines):
-            return None
-    return head.count(b"\n", 0, nul) + 1
+    """The line of the first NUL byte (or 1), when ``head`` (the start of a
+    list) is a known binary format's (see ``_MAGIC``; a tar archive has
+    ``ustar`` at byte 257)."""
+    if head.startswith(_MAGIC) or head[257:262] == b"ustar":
+        nul = head.find(b"\x00")
+        return head.count(b"\n", 0, nul) + 1 if nul >= 0 else 1
+    return None
 
 
 def _check_text(fd: int, name: str) -> None:
@@ -285,8 +287,8 @@ def _check_text(fd: int, name: str) -> None:
     line = _binary_line(head)
     if line is not None:
         raise ListError(
-            f"URL list {name!r} is not a text file (a NUL byte on line {line}); "
-            "a list is UTF-8 text, one URL a line"
+            f"URL list {name!r} is not a text file (a program, an archive or an image: "
+            f"binary from line {line}); a list is UTF-8 text, one URL a line"
         )
 
 

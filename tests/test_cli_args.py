@@ -134,8 +134,8 @@ async def test_a_binary_file_as_the_list_is_a_usage_error(
     code, _, err = await run_cli("-o", str(out), "--no-progress", url, str(program))
     assert code == 2
     assert err.strip() == (
-        f"downloader: URL list {str(program)!r} is not a text file (a NUL byte on line 1); "
-        "a list is UTF-8 text, one URL a line"
+        f"downloader: URL list {str(program)!r} is not a text file (a program, an archive "
+        "or an image: binary from line 1); a list is UTF-8 text, one URL a line"
     )
     assert not out.exists() and not server.requests  # nothing recorded or requested
 
@@ -149,10 +149,10 @@ async def test_a_binary_file_on_standard_input_is_refused(tmp_path: Path) -> Non
     """Standard input redirected from a regular file is looked at as a named
     list is (a pipe is not: it cannot be peeked at without consuming it)."""
     program = tmp_path / "prog"
-    program.write_bytes(b"#\n" + BINARY)
+    program.write_bytes(BINARY)
     with open(program, "rb") as stdin:
         code, err = await run_with_stdin("-o", str(tmp_path / "out"), "-", stdin=stdin)
-    assert code == 2 and "URL list '-' is not a text file (a NUL byte on line 2)" in err
+    assert code == 2 and "URL list '-' is not a text file" in err
 
 
 async def test_text_lists_with_odd_bytes_still_work_per_line(
@@ -318,3 +318,21 @@ async def test_a_list_changed_since_is_not_read_again(server: FaultServer, tmp_p
     code, _, err = await run_cli("-o", "out", "--retry", cwd=tmp_path)
     assert code == 1 and "changed since the run was recorded" in err
     assert len(report(tmp_path / "out")["entries"]) == 2
+
+
+async def test_a_list_mostly_of_garbage_still_downloads_its_entries(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """Many hostile lines (NUL and control bytes) around real entries: each
+    bad line fails alone; this is a list, not a binary file."""
+    urls = [server.add(f"/g{i}.bin", b"g") for i in range(3)]
+    junk = b"".join(bytes([i % 32]) * 40 + b"\n" for i in range(200))
+    lst = tmp_path / "list.txt"
+    lst.write_bytes(junk + b"".join(u.encode() + b"\n" for u in urls) + junk)
+    code, _, _ = await run_cli("-o", "out", "-q", str(lst), cwd=tmp_path)
+    assert code == 1
+    assert sorted(p.name for p in (tmp_path / "out").glob("g*.bin")) == [
+        "g0.bin",
+        "g1.bin",
+        "g2.bin",
+    ]

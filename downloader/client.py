@@ -310,10 +310,12 @@ class Downloader:
                 if data["url"] != _redact(entry.url) or data.get("path") != (
                     None if error else relpath
                 ):
-                    raise DownloaderError(
+                    # nothing added yet: go on with the entries recorded
+                    _warn(
                         f"the list differs from the one recorded, at its entry {position}: "
-                        "run it again instead of --retry"
+                        "its entries the run never recorded are not read again"
                     )
+                    return
                 urls, headers = entry.urls, dict(entry.headers or {})
                 if any(map(has_userinfo, urls)) or any(map(is_secret_header, headers)):
                     self._secrets[data["i"]] = (urls, headers)  # the list has them again
@@ -448,6 +450,15 @@ class Downloader:
                 state.load()
                 state.lock()
                 rest, self._rest = self._rest, None
+                if rest is not None and state.partial and s.content_disposition:
+                    # the names servers gave before this run were in the
+                    # stopped process's memory only: read again, the rest
+                    # could land on other entries' files
+                    _warn(
+                        "with --content-disposition, the entries the stopped run never "
+                        "recorded are not read again: run the list again for them"
+                    )
+                    rest = None
                 if rest is not None and state.partial:
                     # stopped while its list was recorded: the rest of the
                     # list, read again, joins the run (the first entries must

@@ -336,3 +336,50 @@ async def test_a_list_mostly_of_garbage_still_downloads_its_entries(
         "g1.bin",
         "g2.bin",
     ]
+
+
+async def test_a_list_changed_within_its_time_step_falls_back(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """Same size, same time, other lines (a coarse file system clock): the
+    first entries do not match those recorded, so none is added; the run
+    goes on with those recorded, as for any changed list, every time."""
+    urls = [server.add(f"/f{i}.bin", b"x") for i in range(4)]
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"{u}\n" for u in urls))
+    assert (await run_cli("-o", "out", "-q", str(listing), cwd=tmp_path))[0] == 0
+    state = tmp_path / "out" / ".downloader"
+    lines = (state / "entries.jsonl").read_text().splitlines(keepends=True)
+    (state / "entries.jsonl").write_text("".join(lines[:2]))
+    run = json.loads((state / "run.json").read_text())
+    (state / "run.json").write_text(json.dumps({**run, "complete": False}))
+    listing.write_text("".join(f"{u}\n" for u in reversed(urls)))
+    mtime = run["origin"][0]["mtime"]
+    os.utime(listing, ns=(mtime, mtime))
+    for _ in range(2):
+        code, _, err = await run_cli("-o", "out", "--retry", cwd=tmp_path)
+        assert code == 1 and "differs from the one recorded, at its entry 1" in err
+        assert len(report(tmp_path / "out")["entries"]) == 2
+
+
+async def test_no_list_is_read_again_for_a_content_disposition_run(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """The names servers gave before lived in the stopped process only: the
+    rest of the list could land on other entries' files, so it is not read."""
+    urls = [
+        server.add(f"/c{i}", b"x", content_disposition='attachment; filename="same.bin"')
+        for i in range(4)
+    ]
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"{u}\n" for u in urls))
+    args = ("-o", "out", "-q", "--content-disposition", str(listing))
+    assert (await run_cli(*args, cwd=tmp_path))[0] == 0
+    state = tmp_path / "out" / ".downloader"
+    lines = (state / "entries.jsonl").read_text().splitlines(keepends=True)
+    (state / "entries.jsonl").write_text("".join(lines[:2]))
+    run = json.loads((state / "run.json").read_text())
+    (state / "run.json").write_text(json.dumps({**run, "complete": False}))
+    code, _, err = await run_cli("-o", "out", "--retry", cwd=tmp_path)
+    assert code == 1 and "--content-disposition" in err and "not read again" in err
+    assert len(report(tmp_path / "out")["entries"]) == 2

@@ -23,12 +23,18 @@ def recorded_id(root: Path) -> str:
     return str(json.loads((root / ".downloader" / "run.json").read_text())["id"])
 
 
+async def a_recorded_run(server: FaultServer, root: Path) -> tuple[str, str]:
+    """A run recorded in ``root``: the URL it fetched and its id (which a
+    refused call must leave in place)."""
+    url = server.add("/a.bin", b"a")
+    await Downloader(root, progress=False).download([url])
+    return url, recorded_id(root)
+
+
 async def test_one_url_where_many_are_expected_is_refused_before_the_state(
     server: FaultServer, tmp_path: Path
 ) -> None:
-    url = server.add("/a.bin", b"a")
-    await Downloader(tmp_path, progress=False).download([url])
-    before = recorded_id(tmp_path)
+    url, before = await a_recorded_run(server, tmp_path)
     dl = Downloader(tmp_path, progress=False)
     with pytest.raises(TypeError, match=r"one URL: \[url\]"):
         await dl.download(url)  # type: ignore[arg-type]  # a str is an iterable of str
@@ -127,9 +133,7 @@ async def test_a_callers_session_does_not_change_the_rules(
 async def test_a_closed_session_is_refused_before_the_state(
     server: FaultServer, tmp_path: Path
 ) -> None:
-    url = server.add("/a.bin", b"a")
-    await Downloader(tmp_path, progress=False).download([url])
-    before = recorded_id(tmp_path)
+    url, before = await a_recorded_run(server, tmp_path)
     session = aiohttp.ClientSession()
     await session.close()
     with pytest.raises(RuntimeError, match="closed"):

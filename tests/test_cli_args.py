@@ -9,7 +9,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from .server import FaultServer
 from .test_cli import ENV, report, run_cli
@@ -40,6 +40,19 @@ async def run_with_stdin(
 
 
 # -- F6: options between the URLs and lists, as wget and aria2c take them --
+
+
+def cut_while_recording(out: Path, keep: int, torn: str = "") -> dict[str, Any]:
+    """The state a ``kill -9`` leaves when it lands while the list is being
+    recorded: the first ``keep`` entries (then ``torn``, a half-written
+    line), no outcome, the run not complete. Returns run.json as it was."""
+    state = out / ".downloader"
+    lines = (state / "entries.jsonl").read_text().splitlines(keepends=True)
+    (state / "entries.jsonl").write_text("".join(lines[:keep]) + torn)
+    (state / "journal.jsonl").write_text("")
+    run: dict[str, Any] = json.loads((state / "run.json").read_text())
+    (state / "run.json").write_text(json.dumps({**run, "complete": False}))
+    return run
 
 
 async def test_options_between_urls_are_accepted(server: FaultServer, tmp_path: Path) -> None:
@@ -278,12 +291,8 @@ async def test_retry_reads_the_rest_of_a_list_a_killed_run_never_recorded(
     assert code == 1  # the ftp line
     whole = report(tmp_path / "out")["entries"]
     # what a kill -9 after 5 entries would have left: a partial record
-    state = tmp_path / "out" / ".downloader"
-    lines = (state / "entries.jsonl").read_text().splitlines(keepends=True)
-    (state / "entries.jsonl").write_text("".join(lines[:5]) + lines[5][:20])
-    (state / "journal.jsonl").write_text("")
-    run = json.loads((state / "run.json").read_text())
-    (state / "run.json").write_text(json.dumps({**run, "complete": False}))
+    entries = (tmp_path / "out" / ".downloader" / "entries.jsonl").read_text().splitlines()
+    cut_while_recording(tmp_path / "out", 5, torn=entries[5][:20])
     for e in whole[5:]:
         if e["path"]:
             (tmp_path / "out" / e["path"]).unlink()
@@ -309,11 +318,7 @@ async def test_a_list_changed_since_is_not_read_again(server: FaultServer, tmp_p
     listing = tmp_path / "list.txt"
     listing.write_text("".join(f"{u}\n" for u in urls))
     assert (await run_cli("-o", "out", "-q", str(listing), cwd=tmp_path))[0] == 0
-    state = tmp_path / "out" / ".downloader"
-    lines = (state / "entries.jsonl").read_text().splitlines(keepends=True)
-    (state / "entries.jsonl").write_text("".join(lines[:2]))
-    run = json.loads((state / "run.json").read_text())
-    (state / "run.json").write_text(json.dumps({**run, "complete": False}))
+    cut_while_recording(tmp_path / "out", 2)
     listing.write_text("".join(f"{u}\n" for u in reversed(urls)))  # another list now
     code, _, err = await run_cli("-o", "out", "--retry", cwd=tmp_path)
     assert code == 1 and "changed since the run was recorded" in err
@@ -348,11 +353,7 @@ async def test_a_list_changed_within_its_time_step_falls_back(
     listing = tmp_path / "list.txt"
     listing.write_text("".join(f"{u}\n" for u in urls))
     assert (await run_cli("-o", "out", "-q", str(listing), cwd=tmp_path))[0] == 0
-    state = tmp_path / "out" / ".downloader"
-    lines = (state / "entries.jsonl").read_text().splitlines(keepends=True)
-    (state / "entries.jsonl").write_text("".join(lines[:2]))
-    run = json.loads((state / "run.json").read_text())
-    (state / "run.json").write_text(json.dumps({**run, "complete": False}))
+    run = cut_while_recording(tmp_path / "out", 2)
     listing.write_text("".join(f"{u}\n" for u in reversed(urls)))
     mtime = run["origin"][0]["mtime"]
     os.utime(listing, ns=(mtime, mtime))
@@ -375,11 +376,7 @@ async def test_no_list_is_read_again_for_a_content_disposition_run(
     listing.write_text("".join(f"{u}\n" for u in urls))
     args = ("-o", "out", "-q", "--content-disposition", str(listing))
     assert (await run_cli(*args, cwd=tmp_path))[0] == 0
-    state = tmp_path / "out" / ".downloader"
-    lines = (state / "entries.jsonl").read_text().splitlines(keepends=True)
-    (state / "entries.jsonl").write_text("".join(lines[:2]))
-    run = json.loads((state / "run.json").read_text())
-    (state / "run.json").write_text(json.dumps({**run, "complete": False}))
+    cut_while_recording(tmp_path / "out", 2)
     code, _, err = await run_cli("-o", "out", "--retry", cwd=tmp_path)
     assert code == 1 and "--content-disposition" in err and "not read again" in err
     assert len(report(tmp_path / "out")["entries"]) == 2

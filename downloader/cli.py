@@ -226,39 +226,42 @@ def _parse(
     return parsed
 
 
-def _entries(sources: Sequence[str], lists: Sequence[str]) -> Iterator[Entry]:
+def _sources(sources: Sequence[str], lists: Sequence[str]) -> list[dict[str, Any]]:
+    """The arguments, in the order they are read: ``{"url": ...}`` for a URL
+    given directly, ``{"list": ...}`` for a list (the ``-i`` ones last)."""
+    return [
+        *({"url": s} if _URL_ARG.match(s) else {"list": s} for s in sources),
+        *({"list": path} for path in lists),
+    ]
+
+
+def _entries(sources: list[dict[str, Any]]) -> Iterator[Entry]:
     """Every source in order; list files are opened now, so an unreadable one
     is a usage error before anything is downloaded."""
-    parts: list[Iterator[Entry]] = []
-    for src in sources:
-        if _URL_ARG.match(src):
-            parts.append(iter([Entry(src)]))
-        else:
-            parts.append(iter_list(src))
-    parts.extend(iter_list(path) for path in lists)
+    parts = [
+        iter([Entry(str(src["url"]))]) if "url" in src else iter_list(str(src["list"]))
+        for src in sources
+    ]
     return itertools.chain.from_iterable(parts)
 
 
-def _origin(sources: Sequence[str], lists: Sequence[str]) -> list[dict[str, Any]] | None:
-    """Where the entries come from, in the order ``_entries`` reads them, for
-    a ``--retry`` of a run stopped before they were all recorded: URLs as
-    given, list files with their size and time (to know them unchanged).
-    None when standard input is one: it cannot be read again."""
+def _origin(sources: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """The sources as recorded for a ``--retry`` of a run stopped before its
+    entries were all recorded: lists by absolute path, with their size and
+    time (to know them unchanged). None when standard input is one: it
+    cannot be read again."""
     origin: list[dict[str, Any]] = []
-    for src, is_list in [
-        *((s, not _URL_ARG.match(s)) for s in sources),
-        *((p, True) for p in lists),
-    ]:
-        if not is_list:
-            origin.append({"url": src})
-            continue
-        try:
-            st = os.stat(src) if src != "-" else None
-        except OSError:
-            st = None
-        if st is None:
-            return None
-        origin.append({"list": os.path.abspath(src), "size": st.st_size, "mtime": st.st_mtime_ns})
+    for src in sources:
+        if "list" in src:
+            try:
+                st = os.stat(src["list"]) if src["list"] != "-" else None
+            except OSError:
+                st = None
+            if st is None:
+                return None
+            path = os.path.abspath(src["list"])
+            src = {"list": path, "size": st.st_size, "mtime": st.st_mtime_ns}
+        origin.append(src)
     return origin
 
 
@@ -268,24 +271,24 @@ def _rest_of(output_dir: Path) -> Iterator[Entry] | None:
     origin = RunState(output_dir).unread_origin()
     if origin is None:
         return None
-    parts: list[Iterator[Entry]] = []
     for src in origin:
-        if "url" in src:
-            parts.append(iter([Entry(str(src["url"]))]))
+        if "list" not in src:
             continue
-        path = str(src.get("list"))
+        path = str(src["list"])
         try:
             st = os.stat(path)
-            if (st.st_size, st.st_mtime_ns) != (src.get("size"), src.get("mtime")):
-                _say(
-                    f"warning: {path} changed since the run was recorded: its entries the "
-                    "run never recorded are not read again (run the list again for them)"
-                )
-                return None
-            parts.append(iter_list(path))
-        except (OSError, ListError):
+        except OSError:
             return None
-    return itertools.chain.from_iterable(parts)
+        if (st.st_size, st.st_mtime_ns) != (src.get("size"), src.get("mtime")):
+            _say(
+                f"warning: {path} changed since the run was recorded: its entries the "
+                "run never recorded are not read again (run the list again for them)"
+            )
+            return None
+    try:
+        return _entries(origin)
+    except ListError:
+        return None
 
 
 def _unwritable(path: Path, output_dir: Path) -> str | None:
@@ -541,11 +544,12 @@ def _main(argv: Sequence[str] | None) -> int:
         if not args.sources and not args.input_file:
             parser.error("no URL list or URLs given (try --help, or --demo)")
         try:
-            entries = _entries(args.sources, args.input_file)
+            sources = _sources(args.sources, args.input_file)
+            entries = _entries(sources)
         except ListError as exc:
             _say(str(exc))
             return EXIT_USAGE
-        dl._origin = _origin(args.sources, args.input_file)
+        dl._origin = _origin(sources)
     if args.insecure and not args.quiet:
         _say("warning: --insecure: TLS certificates are NOT verified for this run")
     try:

@@ -189,11 +189,11 @@ class Downloader:
             for r in results.failed:
                 # credentials are not on disk: the results (maybe another
                 # Downloader's) hold them in memory
-                e = r.entry
-                if e is not None and r.index is not None and r.index not in self._secrets:
-                    headers = dict(e.headers or {})
-                    if any(has_userinfo(u) for u in e.urls) or any(map(is_secret_header, headers)):
-                        self._secrets[r.index] = (e.urls, headers)
+                if r.entry is None or r.index is None or r.index in self._secrets:
+                    continue
+                urls, headers, secret = _credentials(r.entry)
+                if secret:
+                    self._secrets[r.index] = (urls, headers)
             return await self._execute(None, only, collect)
         # Results of an older run (another one has been recorded since):
         # their failed entries, under the same names, as a run of their own.
@@ -316,8 +316,8 @@ class Downloader:
                         "its entries the run never recorded are not read again"
                     )
                     return
-                urls, headers = entry.urls, dict(entry.headers or {})
-                if any(map(has_userinfo, urls)) or any(map(is_secret_header, headers)):
+                urls, headers, secret = _credentials(entry)
+                if secret:
                     self._secrets[data["i"]] = (urls, headers)  # the list has them again
         with lock:
             if not stopping.is_set():
@@ -339,9 +339,7 @@ class Downloader:
         return relpath, dup, None
 
     def _add(self, state: RunState, namer: Namer, entry: Entry) -> None:
-        urls = entry.urls
-        headers = dict(entry.headers or {})
-        secret = any(has_userinfo(u) for u in urls) or any(is_secret_header(k) for k in headers)
+        urls, headers, secret = _credentials(entry)
         data: dict[str, Any] = {
             "url": _redact(entry.url),
             "mirrors": [_redact(u) for u in urls[1:]],
@@ -757,6 +755,13 @@ class Downloader:
                     record.entry = self._entry_of(data)
                 results.append(record)
             yield record
+
+
+def _credentials(entry: Entry) -> tuple[tuple[str, ...], dict[str, str], bool]:
+    """An entry's URLs and headers, and whether they hold credentials (user
+    info, a secret header), which are never written to disk."""
+    urls, headers = entry.urls, dict(entry.headers or {})
+    return urls, headers, any(map(has_userinfo, urls)) or any(map(is_secret_header, headers))
 
 
 def _many(entries: Iterable[str | Entry]) -> Iterable[str | Entry]:

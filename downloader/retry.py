@@ -64,6 +64,12 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def has_content(status: int) -> bool:
+    """A success with the resource's bytes, as curl saves them: any 2xx but
+    204 and 205 (no content; a 206 is judged by its range)."""
+    return 200 <= status < 300 and status not in (204, 205)
+
+
 def status_error(resp: aiohttp.ClientResponse) -> HTTPStatusError:
     """The error for an answer that is not the one asked for, with the wait
     the server asked for (``Retry-After``), if any."""

@@ -19,7 +19,7 @@ import aiohttp
 
 from .config import MIN_SEGMENT, WRITE_SLICE
 from .errors import DownloadError, LocalFileError, RestartNeeded, TruncatedError
-from .retry import as_download_error, status_error
+from .retry import as_download_error, has_content, status_error
 from .scheduler import run_window
 from .writes import write_all
 
@@ -151,7 +151,7 @@ class Segmented:
     async def _request(self, seg: list[int]) -> None:
         meta = self.meta
         async with self.t.get(self.url, f"bytes={seg[2]}-{seg[1] - 1}") as resp:
-            if resp.status != 206 and 200 <= resp.status < 300 and resp.status not in (204, 205):
+            if resp.status != 206 and has_content(resp.status):
                 raise RestartNeeded("server ignored a segment's range; fetching whole")
             if resp.status != 206:
                 raise status_error(resp)

@@ -286,17 +286,16 @@ class RunState:
         """Record more entries after those of a loaded, partial run; a torn
         last line (``kill -9`` mid-write, never loaded) goes first."""
         with open(self.entries_path, "rb+") as f:
-            size = f.seek(0, os.SEEK_END)
-            keep = size
+            end = f.seek(0, os.SEEK_END)
+            keep = end  # after the last newline, read back a block at a time
             while keep > 0:
-                f.seek(max(keep - 4096, 0))
-                block = f.read(keep - max(keep - 4096, 0))
-                cut = block.rfind(b"\n")
+                start = max(keep - 4096, 0)
+                f.seek(start)
+                cut = f.read(keep - start).rfind(b"\n")
+                keep = start if cut < 0 else start + cut + 1
                 if cut >= 0:
-                    keep = max(keep - 4096, 0) + cut + 1
                     break
-                keep = max(keep - 4096, 0)
-            if keep != size:
+            if keep != end:
                 f.truncate(keep)
         self._entries = open(self.entries_path, "a", encoding="utf-8", errors=_LONE)  # noqa: SIM115
 

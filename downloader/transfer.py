@@ -19,7 +19,6 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import aiofiles
 import aiohttp
@@ -41,10 +40,10 @@ from .naming import Namer, is_name_for, server_name, target
 from .progress import Activity
 from .proxies import EnvProxies
 from .ratelimit import RateLimiter
-from .retry import RetryPolicy, as_download_error, status_error
+from .retry import RetryPolicy, as_download_error, has_content, status_error
 from .segments import Segmented, open_segmented, plan, splittable
 from .state import RunState, has_userinfo, redact_url, strip_userinfo
-from .urls import authority_end
+from .urls import wire_url
 from .writes import write_all
 
 #: Parts smaller than this keep their resume metadata in memory while they go
@@ -160,12 +159,10 @@ def check_partial(
         raise RestartNeeded(f"server resumed at byte {got_start}, not {start}; restarting")
     if known is not None and total is not None and total != known:
         raise RestartNeeded("resource length changed; restarting from byte 0")
-    etag = resp.headers.get("ETag")
-    if meta.get("etag") and etag and etag != meta["etag"]:
-        raise RestartNeeded("resource changed (ETag); restarting from byte 0")
-    modified = resp.headers.get("Last-Modified")
-    if meta.get("last_modified") and modified and modified != meta["last_modified"]:
-        raise RestartNeeded("resource changed (Last-Modified); restarting from byte 0")
+    changed = _other_version(meta, resp)
+    if changed:
+        raise RestartNeeded(f"resource changed ({changed}); restarting from byte 0")
+    etag, modified = resp.headers.get("ETag"), resp.headers.get("Last-Modified")
     if meta.get("etag") or meta.get("last_modified"):
         # A validator was recorded: the 206 must name the same version (a
         # server ignoring If-Range may send no validator, and another version).
@@ -181,6 +178,16 @@ def check_partial(
     if total is None:
         raise RestartNeeded("the length of the resource is unknown; restarting")
     return int(total), end + 1
+
+
+def _other_version(meta: Mapping[str, Any], resp: aiohttp.ClientResponse) -> str | None:
+    """Which validator of the answer names another version than the part's
+    (``"ETag"``, ``"Last-Modified"``), if one does."""
+    for header, key in (("ETag", "etag"), ("Last-Modified", "last_modified")):
+        value = resp.headers.get(header)
+        if meta.get(key) and value and value != meta[key]:
+            return header
+    return None
 
 
 def _unasked_range(resp: aiohttp.ClientResponse) -> tuple[int, int]:
@@ -209,62 +216,6 @@ def _segments_ok(meta: dict[str, Any], size: int) -> bool:
 def _resumable(meta: Mapping[str, Any]) -> bool:
     """A part can be continued only against a validator or a known length."""
     return bool(meta.get("etag") or meta.get("last_modified") or meta.get("total") is not None)
-
-
-#: What cannot go into a request line as it is: spaces and controls (refused
-#: in lists, possible from a script), non-ASCII, what RFC 3986 excludes, and
-#: a ``%`` that starts no escape (``50%off.pdf``: servers answer 400).
-_NOT_ON_THE_WIRE = re.compile(r'[\x00-\x20"<>\\^`{|}\x7f-\U0010ffff]|%(?![0-9A-Fa-f]{2})')
-
-
-def wire_url(url: str) -> URL:
-    """The URL as the user wrote it, escapes kept: ``%3B`` is not ``;`` (RFC
-    3986 §2.2), and curl, wget and aria2c send it byte for byte. yarl would
-    normalise the path (``%3B`` → ``;``, ``%41`` → ``A``). What is done, as
-    curl does: what cannot go on the wire is encoded (an IDN host as IDNA),
-    the scheme and host lower-cased, ``.`` and ``..`` segments resolved."""
-    scheme, _, rest = url.partition("://")
-    end = authority_end(rest)
-    authority, tail = rest[:end], rest[end:]
-    if _NOT_ON_THE_WIRE.search(authority):
-        authority = URL(f"{scheme}://{authority}").raw_authority
-    else:
-        userinfo, at, hostport = authority.rpartition("@")
-        authority = f"{userinfo}{at}{hostport.lower()}"
-    if _NOT_ON_THE_WIRE.search(tail):
-        tail = _NOT_ON_THE_WIRE.sub(lambda m: quote(m[0], safe=""), tail)
-    if "/." in tail:
-        path, mark, query = _cut_query(tail)
-        tail = _without_dot_segments(path) + mark + query
-    return URL(f"{scheme.lower()}://{authority}{tail}", encoded=True)
-
-
-def _cut_query(tail: str) -> tuple[str, str, str]:
-    end = len(tail)
-    for c in "?#":
-        i = tail.find(c, 0, end)
-        if i >= 0:
-            end = i
-    return tail[:end], tail[end : end + 1], tail[end + 1 :]
-
-
-def _without_dot_segments(path: str) -> str:
-    """RFC 3986 §5.2.4 on a path that starts with ``/``."""
-    out: list[str] = []
-    segments = path.split("/")[1:]
-    for i, seg in enumerate(segments):
-        last = i == len(segments) - 1
-        if seg == "..":
-            if out:
-                out.pop()
-            if last:
-                out.append("")
-        elif seg == ".":
-            if last:
-                out.append("")
-        else:
-            out.append(seg)
-    return "/" + "/".join(out)
 
 
 def _close_watch(resp: aiohttp.ClientResponse) -> asyncio.Future[None] | None:
@@ -575,8 +526,7 @@ class Transfer:
             if offset and status == 416:
                 await self._range_unsatisfiable(resp, part, offset)
                 return
-            if not 200 <= status < 300 or status in (204, 205):
-                # any success with content is the resource's bytes, as for curl
+            if not has_content(status):
                 raise status_error(resp)
             if settings.content_disposition:
                 self._server_name(resp)
@@ -684,11 +634,12 @@ class Transfer:
         total = int(cr.rpartition("/")[2]) if cr.rpartition("/")[2].isdigit() else None
         meta = self.meta or {}
         known = meta.get("total")
-        etag, modified = resp.headers.get("ETag"), resp.headers.get("Last-Modified")
-        changed = (meta.get("etag") and etag and etag != meta["etag"]) or (
-            meta.get("last_modified") and modified and modified != meta["last_modified"]
-        )
-        if known is not None and offset == known and total in (None, known) and not changed:
+        if (
+            known is not None
+            and offset == known
+            and total in (None, known)
+            and not _other_version(meta, resp)
+        ):
             self.act.done = self.act.total = offset
             if self.job.checksum is not None:
                 hasher = await _hash_file(part, self.job.checksum[0])

@@ -16,11 +16,10 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from ._console import raise_interrupt
-from .client import Downloader
 from .config import DEFAULT_AGENT, DEFAULT_SPLIT, MAX_TIMEOUT, MIN_SEGMENT, parse_rate
 from .errors import DownloaderError, ListError, NoRunError
 from .models import Entry, Results
@@ -28,6 +27,9 @@ from .progress import summary_lines
 from .state import RunState
 from .text import printable
 from .urllist import header_problem, iter_list, split_header
+
+if TYPE_CHECKING:
+    from .client import Downloader
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _URL_ARG = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -504,6 +506,10 @@ def _main(argv: Sequence[str] | None) -> int:
         args = _with_recorded(parser, argv, args)
     if args.output_dir is None:
         args.output_dir = "."
+    # Loaded only now: --help, --version and usage errors answer without
+    # waiting for aiohttp (a tenth of a second or more).
+    from .client import Downloader
+
     try:
         dl = Downloader(
             output_dir=args.output_dir,

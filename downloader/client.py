@@ -438,8 +438,6 @@ class Downloader:
             # before the directory's last run is replaced by one that fails whole
             raise RuntimeError("the aiohttp session given to Downloader(session=...) is closed")
         t0 = time.monotonic()
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
         state = RunState(s.output_dir)
         interrupted = False
         cancelled: asyncio.CancelledError | None = None
@@ -447,6 +445,7 @@ class Downloader:
             if source is None:
                 state.load()
                 state.lock()
+                self._arm()
                 rest, self._rest = self._rest, None
                 if rest is not None and state.partial and s.content_disposition:
                     # the names servers gave before this run were in the
@@ -467,6 +466,7 @@ class Downloader:
             else:
                 self._make_output_dir()
                 state.lock()
+                self._arm()
                 self._secrets.clear()
                 self._previous = state.server_names() if s.content_disposition else {}
                 # here, not in the list's thread: a stop at any moment finds
@@ -566,6 +566,13 @@ class Downloader:
         if cancelled is not None:
             raise cancelled
         return results
+
+    def _arm(self) -> None:
+        """Make :meth:`stop` reach this run: only once it holds the
+        directory, so that a second call refused for a busy directory
+        leaves the first one stoppable."""
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
 
     def _make_output_dir(self) -> None:
         root = self.settings.output_dir

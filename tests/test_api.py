@@ -254,3 +254,23 @@ async def test_attempts_add_up_across_retries(server: FaultServer, tmp_path: Pat
     assert (again[0].status, again[0].attempts) == ("complete", 2)
     report = json.loads((tmp_path / ".downloader" / "report.json").read_text())
     assert report["entries"][0]["attempts"] == 2 == server.requests["/a.bin"]
+
+
+async def test_a_second_call_refused_for_a_busy_folder_leaves_the_first_stoppable(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    from .test_cli import wait_for
+
+    gate = asyncio.Event()
+    held = [server.add(f"/held{n}.bin", blob(1000, n), gate=gate) for n in range(2)]
+    dl = Downloader(tmp_path, progress=False)
+    first = asyncio.ensure_future(dl.download(held))
+    await wait_for(lambda: server.in_flight == 2, "both requests")
+    with pytest.raises(StateDirError, match="another downloader run"):
+        await dl.download([server.add("/other.bin", b"x")])
+    dl.stop()
+    results = await asyncio.wait_for(first, 30)
+    gate.set()
+    assert results.interrupted
+    assert results.counts["complete"] == 0
+    assert "/other.bin" not in server.requests

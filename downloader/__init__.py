@@ -59,7 +59,7 @@ if not TYPE_CHECKING:  # for a type checker, the names are the imports above
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_WHERE])
+    return sorted({*globals(), *_WHERE})  # a name resolved once is in both
 
 
 __all__ = [

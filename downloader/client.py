@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import inspect
 import logging
 import signal
 import sys
@@ -84,6 +85,11 @@ class Downloader:
         on_progress: Callable[[ProgressEvent], Any] | None = None,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
+        if on_progress is not None and (
+            not callable(on_progress) or inspect.iscoroutinefunction(on_progress)
+        ):
+            # an async one would only make coroutines that nobody awaits
+            raise TypeError("on_progress must be a plain (not async) function of one event")
         self.settings = Settings(
             output_dir=Path(output_dir),
             jobs=jobs,
@@ -440,7 +446,9 @@ class Downloader:
         t0 = time.monotonic()
         state = RunState(s.output_dir)
         interrupted = False
-        cancelled: asyncio.CancelledError | None = None
+        #: what stopped the list's reading (a cancellation, the caller's
+        #: iterable raising): raised again once the report is written
+        raised: BaseException | None = None
         try:
             if source is None:
                 state.load()
@@ -474,10 +482,11 @@ class Downloader:
                 state.begin(s.recorded(), self._origin)
                 try:
                     interrupted = await self._read_list(state, source)
-                except asyncio.CancelledError as exc:
-                    # cancelled while the list was read: the report says so
-                    # too, then the cancellation goes on
-                    interrupted, cancelled = True, exc
+                except (asyncio.CancelledError, Exception) as exc:
+                    # cancelled, or the entries could not be read to their
+                    # end: the report of what was read is written (every
+                    # run has one), then the exception goes on
+                    interrupted, raised = True, exc
         except BaseException:
             state.close()  # and the lock goes with it
             raise
@@ -563,8 +572,8 @@ class Downloader:
                 )
             self.last_results = results
             self._stop = None
-        if cancelled is not None:
-            raise cancelled
+        if raised is not None:
+            raise raised
         return results
 
     def _arm(self) -> None:

@@ -64,6 +64,17 @@ def parse_rate(text: str) -> int:
     return value
 
 
+def header_pair_problem(name: str, value: str) -> str | None:
+    """Why a header cannot go out as given: a name that is not an HTTP
+    token would be refused by servers (400), and a line break in a value
+    would end the header early (request splitting)."""
+    if not name or any(c == ":" or not 0x21 <= ord(c) <= 0x7E for c in name):
+        return f"malformed header name {name!r}: expected a token such as 'X-Name'"
+    if any(c in value for c in "\r\n\x00"):
+        return f"malformed header {name}: control characters in its value"
+    return None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything that shapes a run; the CLI builds one from its options."""
@@ -122,3 +133,11 @@ class Settings:
             raise ValueError(f"timeout must be more than 0 and at most {MAX_TIMEOUT:.0f} seconds")
         if self.limit_rate is not None and self.limit_rate <= 0:
             raise ValueError("limit_rate must be more than 0")
+        # what the command line refuses for -H and --user-agent, a script
+        # cannot slip through: its every request would fail
+        for name, value in [*self.headers.items(), ("User-Agent", self.user_agent)]:
+            if not isinstance(name, str) or not isinstance(value, str):
+                raise TypeError(f"header {name!r}: names and values must be str")
+            problem = header_pair_problem(name, value)
+            if problem:
+                raise ValueError(problem)

@@ -112,6 +112,39 @@ async def test_cancelled_while_the_list_is_read_still_writes_a_report(tmp_path: 
     assert len(report["entries"]) >= 999  # the ones read before the 1000th was asked for
 
 
+async def test_entries_that_raise_while_read_still_leave_a_report(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    urls = [server.add(f"/f{n}.bin", b"f") for n in range(2)]
+
+    def broken() -> object:
+        yield from urls
+        raise ValueError("the caller's list broke")
+
+    with pytest.raises(ValueError, match="list broke"):
+        await Downloader(tmp_path, progress=False).download(broken())  # type: ignore[arg-type]
+    report = json.loads((tmp_path / ".downloader" / "report.json").read_text())
+    assert [e["url"] for e in report["entries"]] == urls
+    assert report["summary"]["interrupted"] is True
+    assert server.requests == {}  # nothing is fetched from a list that broke
+
+
+def test_constructor_refuses_what_the_command_line_refuses(tmp_path: Path) -> None:
+    for bad in (
+        {"headers": {"Bad Name": "1"}},
+        {"headers": [("X-A", "a\r\nInjected: 1")]},
+        {"user_agent": "agent\nInjected: 1"},
+    ):
+        with pytest.raises(ValueError, match="malformed header"):
+            Downloader(tmp_path / "out", **bad)  # type: ignore[arg-type]
+
+    async def on_event(event: object) -> None: ...
+
+    with pytest.raises(TypeError, match="not async"):
+        Downloader(tmp_path / "out", on_progress=on_event)
+    assert not (tmp_path / "out").exists()
+
+
 async def test_a_callers_session_does_not_change_the_rules(
     server: FaultServer, tmp_path: Path
 ) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
-import itertools
 import logging
 import os
 import re
@@ -24,9 +23,10 @@ from .config import DEFAULT_AGENT, DEFAULT_SPLIT, MAX_TIMEOUT, MIN_SEGMENT, pars
 from .errors import DownloaderError, ListError, NoRunError
 from .models import Entry, Results
 from .progress import summary_lines
+from .sources import entries_of, origin_of
 from .state import RunState
 from .text import printable
-from .urllist import header_problem, iter_list, split_header
+from .urllist import header_problem, split_header
 
 if TYPE_CHECKING:
     from .client import Downloader
@@ -235,62 +235,6 @@ def _sources(sources: Sequence[str], lists: Sequence[str]) -> list[dict[str, Any
         *({"url": s} if _URL_ARG.match(s) else {"list": s} for s in sources),
         *({"list": path} for path in lists),
     ]
-
-
-def _entries(sources: list[dict[str, Any]]) -> Iterator[Entry]:
-    """Every source in order; list files are opened now, so an unreadable one
-    is a usage error before anything is downloaded."""
-    parts = [
-        iter([Entry(str(src["url"]))]) if "url" in src else iter_list(str(src["list"]))
-        for src in sources
-    ]
-    return itertools.chain.from_iterable(parts)
-
-
-def _origin(sources: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
-    """The sources as recorded for a ``--retry`` of a run stopped before its
-    entries were all recorded: lists by absolute path, with their size and
-    time (to know them unchanged). None when standard input is one: it
-    cannot be read again."""
-    origin: list[dict[str, Any]] = []
-    for src in sources:
-        if "list" in src:
-            try:
-                st = os.stat(src["list"]) if src["list"] != "-" else None
-            except OSError:
-                st = None
-            if st is None:
-                return None
-            path = os.path.abspath(src["list"])
-            src = {"list": path, "size": st.st_size, "mtime": st.st_mtime_ns}
-        origin.append(src)
-    return origin
-
-
-def _rest_of(output_dir: Path) -> Iterator[Entry] | None:
-    """The recorded run's entries read again from where they came from, when
-    it stopped before they were all recorded and its lists are unchanged."""
-    origin = RunState(output_dir).unread_origin()
-    if origin is None:
-        return None
-    for src in origin:
-        if "list" not in src:
-            continue
-        path = str(src["list"])
-        try:
-            st = os.stat(path)
-        except OSError:
-            return None
-        if (st.st_size, st.st_mtime_ns) != (src.get("size"), src.get("mtime")):
-            _say(
-                f"warning: {path} changed since the run was recorded: its entries the "
-                "run never recorded are not read again (run the list again for them)"
-            )
-            return None
-    try:
-        return _entries(origin)
-    except ListError:
-        return None
 
 
 def _unwritable(path: Path, output_dir: Path) -> str | None:
@@ -545,17 +489,16 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.sources or args.input_file:
             parser.error("--retry takes no URL list or URLs: it continues the recorded run")
         entries = None
-        dl._rest = _rest_of(Path(args.output_dir))
     else:
         if not args.sources and not args.input_file:
             parser.error("no URL list or URLs given (try --help, or --demo)")
         try:
             sources = _sources(args.sources, args.input_file)
-            entries = _entries(sources)
+            entries = entries_of(sources)
         except ListError as exc:
             _say(str(exc))
             return EXIT_USAGE
-        dl._origin = _origin(sources)
+        dl._origin = origin_of(sources)
     if args.insecure and not args.quiet:
         _say("warning: --insecure: TLS certificates are NOT verified for this run")
     try:
@@ -571,12 +514,6 @@ def _main(argv: Sequence[str] | None) -> int:
         return EXIT_USAGE
     if args.report == "-":
         _print_report(dl.settings.report)
-    if results.partial and not results.interrupted:
-        _say(
-            "the recorded run was stopped before its list was read to the end: only its "
-            f"first {sum(results.counts.values())} entries are known; run the list again for "
-            "the rest"
-        )
     if args.retry and results.attempted == 0 and not results.interrupted:
         if results.partial:
             return EXIT_FAILED

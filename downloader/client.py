@@ -28,6 +28,7 @@ from .progress import Mode, Progress, ProgressEvent
 from .ratelimit import RateLimiter
 from .retry import RetryPolicy
 from .scheduler import run_window
+from .sources import rest_of
 from .state import (
     RunState,
     has_userinfo,
@@ -115,10 +116,9 @@ class Downloader:
         #: a caller's session may carry its own User-Agent: ours goes only when asked
         self._agent_given = user_agent is not None
         #: (the command line's) where a list's entries come from, recorded so
-        #: that --retry can read the rest of a list a stopped run did not
-        #: finish recording; and, for that --retry, those entries again
+        #: that a retry can read the rest of a list a stopped run did not
+        #: finish recording (sources.rest_of)
         self._origin: list[dict[str, Any]] | None = None
-        self._rest: Iterator[Entry] | None = None
         self._own_session: aiohttp.ClientSession | None = None
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -454,8 +454,8 @@ class Downloader:
                 state.load()
                 state.lock()
                 self._arm()
-                rest, self._rest = self._rest, None
-                if rest is not None and state.partial and s.content_disposition:
+                rest = rest_of(s.output_dir) if state.partial else None
+                if rest is not None and s.content_disposition:
                     # the names servers gave before this run were in the
                     # stopped process's memory only: read again, the rest
                     # could land on other entries' files
@@ -464,7 +464,7 @@ class Downloader:
                         "recorded are not read again: run the list again for them"
                     )
                     rest = None
-                if rest is not None and state.partial:
+                if rest is not None:
                     # stopped while its list was recorded: the rest of the
                     # list, read again, joins the run (the first entries must
                     # match those recorded)
@@ -569,6 +569,12 @@ class Downloader:
                 _warn(
                     f"cannot write the run state in {state.dir}: {state.journal_error}; "
                     "some outcomes are not saved, so --retry checks those entries again"
+                )
+            if results.partial and not interrupted:
+                _warn(
+                    "the recorded run was stopped before its list was read to the end: only "
+                    f"its first {sum(results.counts.values())} entries are known; run the "
+                    "list again for the rest"
                 )
             self.last_results = results
             self._stop = None

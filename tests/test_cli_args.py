@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
+from downloader import Downloader
+
 from .server import FaultServer
 from .test_cli import ENV, report, run_cli
 
@@ -380,3 +382,23 @@ async def test_no_list_is_read_again_for_a_content_disposition_run(
     code, _, err = await run_cli("-o", "out", "--retry", cwd=tmp_path)
     assert code == 1 and "--content-disposition" in err and "not read again" in err
     assert len(report(tmp_path / "out")["entries"]) == 2
+
+
+async def test_the_library_retry_reads_the_rest_as_the_command_does(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """`Downloader(DIR).retry()` is `downloader --retry -o DIR`: the rest of
+    an unchanged list a killed run never recorded is read again there too."""
+    urls = [server.add(f"/r{i}.bin", f"body {i}".encode()) for i in range(6)]
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"{u}\n" for u in urls))
+    assert (await run_cli("-o", "out", "-q", str(listing), cwd=tmp_path))[0] == 0
+    cut_while_recording(tmp_path / "out", 2)
+    for i in range(2, 6):
+        (tmp_path / "out" / f"r{i}.bin").unlink()
+    results = await Downloader(tmp_path / "out", progress=False).retry()
+    assert not results.partial and results.ok
+    assert [r.path for r in results] == [f"r{i}.bin" for i in range(6)]
+    assert all(
+        (tmp_path / "out" / f"r{i}.bin").read_bytes() == f"body {i}".encode() for i in range(6)
+    )

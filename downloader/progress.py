@@ -152,6 +152,8 @@ class Progress:
         if self.callback is not None:
             done = act.done if act is not None else 0
             total = act.total if act is not None else None
+            if record.status == "skipped" and act is not None:
+                done = total = record.bytes  # already there, whole: as its record says
             self._emit(
                 ProgressEvent(
                     "finish", record.url, record.path, done, total, record.status, record.error

@@ -234,6 +234,18 @@ async def test_every_entry_ends_with_a_finish_event(server: FaultServer, tmp_pat
     )
 
 
+async def test_a_file_already_there_finishes_whole(server: FaultServer, tmp_path: Path) -> None:
+    url = server.add("/a.bin", b"abc")
+    (tmp_path / "a.bin").write_bytes(b"abc")
+    events: list[tuple[str, int, int | None]] = []
+    dl = Downloader(
+        tmp_path, progress=False, on_progress=lambda e: events.append((e.kind, e.done, e.total))
+    )
+    results = await dl.download([url])
+    assert results[0].status == "skipped" and results[0].bytes == 3
+    assert events[-1] == ("finish", 3, 3)
+
+
 async def test_the_library_warns_through_logging_not_print(
     server: FaultServer,
     tmp_path: Path,

@@ -124,7 +124,7 @@ class Downloader:
         self._loop: asyncio.AbstractEventLoop | None = None
         #: Credentials (URL user info, secret headers: is_secret_header) are never
         #: written to disk; they live here, by entry index, for ``retry()``.
-        self._secrets: dict[int, tuple[tuple[str, ...], dict[str, str]]] = {}
+        self._secrets: dict[int, tuple[tuple[str, ...], CIMultiDict[str]]] = {}
         self.last_results: Results | None = None
         self._namer = Namer()
         #: (URL, path) -> the server's name for it in the previous run
@@ -371,7 +371,8 @@ class Downloader:
                 # kept with the entry: a run that never reaches it must not forget it
                 data["held"] = held
         data["checksum"] = entry.checksum
-        data["headers"] = {k: v for k, v in headers.items() if not is_secret_header(k)}
+        # pairs: a name given twice keeps both values
+        data["headers"] = [[k, v] for k, v in headers.items() if not is_secret_header(k)]
         if secret:
             data["secret"] = True
         i = state.add_entry(data)
@@ -388,7 +389,10 @@ class Downloader:
         urls: tuple[str, ...] = (data["url"], *data.get("mirrors", ()))
         if data.get("secret"):
             urls = tuple(strip_userinfo(u) for u in urls)
-        return urls, data.get("headers") or {}
+        recorded = data.get("headers") or ()
+        # a dict in state recorded by versions before pairs
+        pairs = recorded.items() if isinstance(recorded, dict) else map(tuple, recorded)
+        return urls, CIMultiDict(pairs)
 
     def _entry_of(self, data: dict[str, Any]) -> Entry:
         """A recorded entry as an :class:`Entry` again, under its recorded name."""
@@ -397,7 +401,7 @@ class Downloader:
             urls[0],
             out=data["path"],
             checksum=data.get("checksum"),
-            headers=dict(headers) or None,
+            headers=CIMultiDict(headers) or None,
             mirrors=tuple(urls[1:]),
             line=data.get("line"),
         )
@@ -779,10 +783,10 @@ class Downloader:
             yield record
 
 
-def _credentials(entry: Entry) -> tuple[tuple[str, ...], dict[str, str], bool]:
+def _credentials(entry: Entry) -> tuple[tuple[str, ...], CIMultiDict[str], bool]:
     """An entry's URLs and headers, and whether they hold credentials (user
     info, a secret header), which are never written to disk."""
-    urls, headers = entry.urls, dict(entry.headers or {})
+    urls, headers = entry.urls, CIMultiDict(entry.headers or {})
     return urls, headers, any(map(has_userinfo, urls)) or any(map(is_secret_header, headers))
 
 

@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from multidict import CIMultiDict
+
 Status = Literal["complete", "skipped", "failed"]
 #: The error of an entry a stopped run never reached.
 NOT_STARTED = "not started (run interrupted)"
@@ -44,7 +46,8 @@ class Entry:
         if self.checksum is not None and not isinstance(self.checksum, str):
             raise TypeError("Entry checksum: a str, 'ALGO=HEX'")
         if self.headers is not None and not isinstance(self.headers, Mapping):
-            object.__setattr__(self, "headers", dict(self.headers))  # (name, value) pairs
+            # (name, value) pairs: a name given twice is sent twice, as by -H
+            object.__setattr__(self, "headers", CIMultiDict(self.headers))
 
     @property
     def urls(self) -> tuple[str, ...]:

@@ -231,6 +231,17 @@ def _close_watch(resp: aiohttp.ClientResponse) -> asyncio.Future[None] | None:
     return closed
 
 
+def _one_spelling(headers: CIMultiDict[str]) -> CIMultiDict[str]:
+    """A name given twice, spelled as first given: aiohttp keeps the values
+    of a repeated name only when they are spelled alike (``X-A`` then
+    ``x-a`` would send ``x-a`` alone)."""
+    first: dict[str, str] = {}
+    alike: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        alike.add(first.setdefault(name.lower(), name), value)
+    return alike
+
+
 def _strong_etag(etag: str | None) -> str | None:
     return etag if etag and not etag.startswith("W/") else None
 
@@ -483,6 +494,8 @@ class Transfer:
         headers = CIMultiDict(ctx.base_headers)
         if self.job.headers:
             headers.update(self.job.headers)  # the entry's replace the run's, by name
+        if len(headers) != len({k.lower() for k in headers}):
+            headers = _one_spelling(headers)
         if has_userinfo(url) and any(k.lower() == "authorization" for k in headers):
             url = strip_userinfo(url)  # an explicit Authorization header wins, as in curl
         if byte_range is not None and self.meta is not None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from multidict import CIMultiDict
 from yarl import URL
 
 from .errors import ListError, UnsafeNameError
@@ -135,7 +136,8 @@ class _Pending:
     urls: list[str]
     out: str | None = None
     checksum: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
+    #: a name given twice is sent twice (header= is repeatable, as -H is)
+    headers: CIMultiDict[str] = field(default_factory=CIMultiDict)
     error: str | None = None
 
     def fail(self, line: int, reason: str) -> None:
@@ -191,7 +193,7 @@ def _option(pending: _Pending, number: int, text: str) -> None:
             pending.fail(number, problem)
         else:
             name, val = split_header(value)
-            pending.headers[name] = val
+            pending.headers.add(name, val)
     else:
         pending.fail(number, f"unknown option {_show(key, 40)} (known: {', '.join(_OPTIONS)})")
 

@@ -497,6 +497,23 @@ async def test_a_header_given_twice_is_sent_twice(server: FaultServer, tmp_path:
     assert [v for k, v in sent if k.lower() == "user-agent"] == ["mine/1"]
 
 
+async def test_a_header_option_given_twice_in_the_list_is_sent_twice(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """``header=`` is repeatable as -H is: both values go, in the first
+    request and in the --retry of a failed one (recorded as pairs)."""
+    url = server.add("/a.bin", b"a", statuses=[503])
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{url}\n  header=X-Tag: one\n  header=x-tag: two\n")
+    out = tmp_path / "out"
+    code, _, _ = await run_cli(str(listing), "-o", str(out), "--retries", "0", "-q")
+    assert code == 1
+    code, _, err = await run_cli("--retry", "-o", str(out), "-q")
+    assert code == 0, err
+    for sent in server.header_log[-2:]:
+        assert [v for k, v in sent if k.lower() == "x-tag"] == ["one", "two"]
+
+
 async def test_a_header_given_again_with_retry_replaces_the_recorded_one(
     server: FaultServer, tmp_path: Path
 ) -> None:

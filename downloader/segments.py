@@ -154,7 +154,15 @@ class Segmented:
             if resp.status != 206 and has_content(resp.status):
                 raise RestartNeeded("server ignored a segment's range; fetching whole")
             if resp.status != 206:
-                raise status_error(resp)
+                err = status_error(resp)
+                if not err.transient:
+                    # the whole file was there a moment ago: a refused range
+                    # (416, 501, ...) ends the split, not the download; a
+                    # whole GET tells whether the file itself is gone
+                    raise RestartNeeded(
+                        f"server refused a segment's range (HTTP {resp.status}); fetching whole"
+                    )
+                raise err
             from .transfer import check_partial
 
             _, served = check_partial(meta, resp, seg[2])

@@ -34,6 +34,9 @@ class Behaviour:
     short_by: int = 0
     short_left: int = 1
     ignore_range: bool = False
+    #: answer every ranged request with this status (416, 501, ...), for a
+    #: server that says Accept-Ranges but refuses them
+    range_status: int = 0
     #: serve at most this many bytes of a range (a 206 shorter than asked, as
     #: some CDNs and object stores do)
     range_cap: int = 0
@@ -156,6 +159,8 @@ class FaultServer:
             headers["Content-Disposition"] = b.content_disposition
         start, stop, status = 0, len(body), 200
         rng = request.headers.get("Range", "")
+        if rng.startswith("bytes=") and b.range_status:
+            return web.Response(status=b.range_status, text="no ranges here")
         if rng.startswith("bytes=") and not b.ignore_range:
             if_range = request.headers.get("If-Range")
             if (

@@ -65,6 +65,20 @@ async def test_range_ignored_falls_back_to_one_connection(
     assert results.complete and (tmp_path / "big.bin").read_bytes() == body
 
 
+async def test_ranges_refused_fall_back_to_one_connection(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """Accept-Ranges said yes, the ranges get 416 (or 501): the split ends,
+    the download does not; and no segment table is left to trip a rerun."""
+    for n, refusal in enumerate((416, 501)):
+        body = blob(SIZE, n)
+        url = server.add(f"/big{n}.bin", body, range_status=refusal)
+        results = await Downloader(tmp_path, progress=False, split=4, retries=0).download([url])
+        assert results.complete, results[0].error
+        assert (tmp_path / f"big{n}.bin").read_bytes() == body
+        assert not list((tmp_path / ".downloader" / "parts").iterdir())
+
+
 async def test_changed_resource_during_split_restarts(server: FaultServer, tmp_path: Path) -> None:
     v1, v2 = blob(SIZE, 1), blob(SIZE, 2)
     url = server.add("/big.bin", versions=[v1, v2])

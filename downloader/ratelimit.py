@@ -25,9 +25,26 @@ class RateLimiter:
         #: land at once, seconds of the cap in one burst
         self.step = int(min(max(self.rate / 20, 1024), 65536))
 
-    def chunks(self, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-        """The body in reads of at most :attr:`step` bytes."""
-        return resp.content.iter_chunked(self.step)
+    async def chunks(self, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+        """The body in pieces of at most :attr:`step` bytes.
+
+        Once the whole body has arrived, what is left is taken out of
+        aiohttp's buffer at once: a read after the body's end restarts
+        aiohttp's read timer (``sock_read``), which, with nothing more to
+        come, fires while we pace ourselves; the next read would then fail
+        a complete body as "stalled" (a cap's wait can outlast ``--timeout``)."""
+        content, step = resp.content, self.step
+        while True:
+            chunk = await content.read(step)
+            if not chunk:
+                return
+            if content.is_eof():
+                # before the caller's pacing: the payload is not touched again
+                chunk += content.read_nowait()
+                for at in range(0, len(chunk), step):
+                    yield chunk[at : at + step]
+                return
+            yield chunk
 
     async def take(self, n: int) -> None:
         now = time.monotonic()

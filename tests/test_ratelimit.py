@@ -93,3 +93,16 @@ async def test_bytes_are_paid_for_before_they_land(
     assert results[0].status == "complete"
     assert (tmp_path / "capped.bin").read_bytes() == body
     assert sum(taken) == len(body) and max(taken) <= 100 * 1024 // 20
+
+
+async def test_a_wait_for_tokens_longer_than_the_timeout_is_no_stall(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """--timeout measures the server, never our own pacing: with two files
+    sharing 4 KiB/s in 1 KiB reads, each waits about 0.5 s between reads,
+    longer than --timeout 0.2, after the server has sent everything."""
+    urls = [server.add(f"/f{n}.bin", blob(3072, n)) for n in range(2)]
+    dl = Downloader(tmp_path, progress=False, jobs=2, limit_rate=4096, timeout=0.2, retries=0)
+    results = await dl.download(urls)
+    assert [r.status for r in results] == ["complete", "complete"], [r.error for r in results]
+    assert [r.attempts for r in results] == [1, 1]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from .models import Record, Results
-from .text import printable
+from .text import printable, shortened
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -162,7 +162,7 @@ class Progress:
 
     @staticmethod
     def _line(record: Record) -> str:
-        name = printable(record.path or record.url)
+        name = printable(record.path or shortened(record.url))
         if record.status == "failed":
             return f"failed    {name}: {record.error}"
         if record.status == "skipped":
@@ -247,6 +247,6 @@ def summary_lines(results: Results, *, quiet: bool = False) -> list[str]:
         lines.append(f"Failed ({len(failed)}):")
         for r in failed:  # one line each, as the contract says, not-started ones included
             tries = f"{r.attempts} attempt{'s' if r.attempts != 1 else ''}"
-            where = printable(f"{r.url} -> {r.path or '-'}")
-            lines.append(f"  {where} [{tries}]: {printable(r.error or '')}")
+            where = printable(f"{shortened(r.url)} -> {r.path or '-'}")
+            lines.append(f"  {where} [{tries}]: {printable(shortened(r.error or ''))}")
     return lines

@@ -40,3 +40,13 @@ def from_wire(text: str) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return raw.decode("latin-1")
+
+
+def shortened(text: str, limit: int = 300) -> str:
+    """At most about ``limit`` characters, the middle cut out: a 1 MB URL is
+    one line of a summary, not a megabyte of terminal (the report keeps it
+    whole)."""
+    if len(text) <= limit:
+        return text
+    keep = limit // 2
+    return f"{text[:keep]}…{text[-keep // 2 :]}"

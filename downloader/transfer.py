@@ -373,7 +373,10 @@ class Transfer:
             return None
         if self.job.checksum is not None:
             algo, expected = self.job.checksum
-            hasher = await _hash_file(final, algo)
+            try:
+                hasher = await _hash_file(final, algo)
+            except OSError as exc:
+                return Outcome("failed", 0, 0, f"cannot read {name} to check it: {exc.strerror}")
             if hasher.hexdigest() != expected:
                 return None  # corrupt: download again and replace it
         return Outcome("skipped", st.st_size, 0, None, None)

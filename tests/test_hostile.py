@@ -9,6 +9,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from downloader import Downloader, Entry
 
 from .server import FaultServer
@@ -423,3 +425,36 @@ async def test_the_url_is_cleaned_as_curl_cleans_it(server: FaultServer, tmp_pat
     assert [r.status for r in results] == ["complete"] * 3, results
     assert set(server.requests) == {"/50%25off.pdf", "/dir/f.bin", "/key.bin"}
     assert server.request_log[-1][2].get("X-Api-Key") == TOKEN
+
+
+async def test_a_huge_url_is_one_short_line_of_the_summary(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    url = server.url("/missing/" + "x" * 1_000_000)
+    listing = tmp_path / "list.txt"
+    listing.write_text(url + "\n")
+    code, _, err = await run_cli(str(listing), "-o", str(tmp_path / "out"), "--no-progress")
+    assert code == 1
+    assert max(map(len, err.splitlines())) < 1000
+    assert "[1 attempt]: HTTP 4" in err  # (a server refuses so long a URL: 400)
+    report = json.loads((tmp_path / "out" / ".downloader" / "report.json").read_text())
+    assert report["entries"][0]["url"] == url  # the report keeps it whole
+
+
+async def test_an_unreadable_file_already_there_is_a_reason_not_a_crash(
+    server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from downloader import transfer
+
+    async def unreadable(path: Path, algo: str, limit: int | None = None) -> object:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    url = server.add("/c.bin", b"c")
+    (tmp_path / "c.bin").write_bytes(b"c")
+    monkeypatch.setattr(transfer, "_hash_file", unreadable)
+    digest = hashlib.sha256(b"c").hexdigest()
+    results = await Downloader(tmp_path, progress=False).download(
+        [Entry(url, checksum=f"sha256={digest}")]
+    )
+    assert results[0].status == "failed"
+    assert results[0].error == "cannot read c.bin to check it: Permission denied"

@@ -286,6 +286,11 @@ def _check_text(fd: int, name: str) -> None:
         head = os.pread(fd, _SNIFF, os.lseek(fd, 0, os.SEEK_CUR))
     except OSError:
         return  # reading will tell, with the reason
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # a UTF-16 byte-order mark
+        raise ListError(
+            f"URL list {name!r} is UTF-16 text (as Windows PowerShell's > writes it); "
+            "save it as UTF-8"
+        )
     line = _binary_line(head)
     if line is not None:
         raise ListError(

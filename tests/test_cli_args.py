@@ -271,6 +271,14 @@ async def test_report_dash_even_when_the_directorys_report_cannot_be_written(
     assert json.loads(stdout)["entries"][0]["path"] == "s.bin"
 
 
+async def test_a_utf16_list_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    lst = tmp_path / "list.txt"
+    lst.write_text("http://127.0.0.1:9/a\n", encoding="utf-16")  # with its byte-order mark
+    code, _, err = await run_cli("-o", "out", str(lst), cwd=tmp_path)
+    assert code == 2 and "UTF-16" in err and "save it as UTF-8" in err
+    assert not (tmp_path / "out" / ".downloader" / "run.json").exists()
+
+
 async def test_one_line_with_a_nul_byte_is_one_invalid_entry(tmp_path: Path) -> None:
     """Not a binary file: a text list with a hostile line fails that entry."""
     lst = tmp_path / "list.txt"

@@ -308,15 +308,34 @@ class RunState:
                 self._run = json.load(f)
             self.run_id = str(self._run.get("id", ""))
             self.partial = not self._run.get("complete", True)
-        except (OSError, ValueError, AttributeError):
+        except FileNotFoundError:
             raise NoRunError(f"no recorded run in {str(self.root)!r} (nothing to retry)") from None
+        except (OSError, ValueError, AttributeError):
+            raise self._damaged(self.run_path) from None
         if not self.entries_path.is_file():
             raise NoRunError(f"no recorded run in {str(self.root)!r} (nothing to retry)")
         self._make_dirs()
-        for data in self.iter_entries():
-            i = self.ledger.add()
-            if data.get("path") is None:
-                self.ledger.invalid.add(i)
+        try:
+            for n, data in enumerate(self.iter_entries()):
+                if not (
+                    isinstance(data, dict)
+                    and data.get("i") == n
+                    and isinstance(data.get("url"), str)
+                    and isinstance(data.get("path"), (str, type(None)))
+                ):
+                    raise ValueError(n)
+                i = self.ledger.add()
+                if data["path"] is None:
+                    self.ledger.invalid.add(i)
+        except ValueError:  # not JSON, not UTF-8, not an entry, out of order
+            raise self._damaged(self.entries_path, len(self.ledger) + 1) from None
+        if not self.partial:  # recorded whole: its last line cannot be torn
+            with open(self.entries_path, "rb") as f:
+                end = f.seek(0, os.SEEK_END)
+                if end:
+                    f.seek(end - 1)
+                    if f.read(1) != b"\n":
+                        raise self._damaged(self.entries_path, len(self.ledger) + 1)
         with contextlib.suppress(FileNotFoundError), open(self.journal_path, encoding="utf-8") as f:
             for line in f:
                 try:
@@ -327,6 +346,16 @@ class RunState:
                         self.ledger.paths[i] = rec["p"]
                 except (ValueError, KeyError, IndexError, TypeError):
                     continue  # a torn last line after kill -9
+
+    def _damaged(self, path: Path, line: int | None = None) -> NoRunError:
+        """A state file that is not what this program writes (edited, or
+        cut by a crash of the machine): the run cannot be continued, which
+        is said plainly rather than guessed around."""
+        where = f"{path.name} line {line}" if line else path.name
+        return NoRunError(
+            f"the run recorded in {str(self.root)!r} cannot be continued: {where} in "
+            f"{str(self.dir)!r} is damaged; run the list again"
+        )
 
     def server_names(self) -> dict[tuple[str, str], str]:
         """The names servers gave entries of the recorded run, or of one

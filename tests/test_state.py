@@ -49,6 +49,39 @@ def test_no_recorded_run(tmp_path: Path) -> None:
         RunState(tmp_path).load()
 
 
+def test_damaged_state_is_said_plainly(tmp_path: Path) -> None:
+    """A state file this program did not write that way (edited, cut by a
+    machine crash) ends a --retry with a message, never a traceback; a torn
+    last line is only a kill -9 when the list was not recorded to its end."""
+
+    def recorded(root: Path) -> Path:
+        state = RunState(root)
+        state.begin()
+        for n in range(2):
+            state.add_entry({"url": f"http://h/{n}", "path": f"f{n}", "line": n + 1})
+        state.entries_written()
+        state.close()
+        return state.entries_path
+
+    damages = {
+        "garbage": lambda text: text + "xx\n",
+        "not an object": lambda text: "[1, 2]\n" + text,
+        "out of order": lambda text: text.splitlines(keepends=True)[1] + text,
+        "NULs": lambda text: text + "\x00" * 64 + "\n",
+        "torn, yet recorded whole": lambda text: text[:30],
+    }
+    for what, damage in damages.items():
+        root = tmp_path / what.replace(" ", "-")
+        entries = recorded(root)
+        entries.write_text(damage(entries.read_text()))
+        with pytest.raises(NoRunError, match=r"entries\.jsonl line [0-9]+ .* is damaged"):
+            RunState(root).load()
+    run_json = recorded(tmp_path / "run").parent / "run.json"
+    run_json.write_text(run_json.read_text() + "\x00" * 8)
+    with pytest.raises(NoRunError, match=r"run\.json .* is damaged"):
+        RunState(tmp_path / "run").load()
+
+
 def test_secrets_are_redacted() -> None:
     assert redact_url("https://u:p@h:1/a@b") == "https://***@h:1/a@b"
     assert redact_url("https://h/a@b") == "https://h/a@b"

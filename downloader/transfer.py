@@ -349,13 +349,22 @@ class Transfer:
             untried = [i for i in alive if i not in tried]
             if not alive or (self.failures > settings.retries and not untried):
                 return self._fail(err)
+            failed_on = mirror
             if untried:
                 mirror = untried[0]
             else:
                 later = [i for i in alive if i > mirror]
                 mirror = later[0] if later else alive[0]
             if err.transient:
-                await asyncio.sleep(self.ctx.policy.delay_after(self.failures, err))
+                # Retry-After speaks for the server that sent it: another
+                # mirror gets the usual backoff, not that server's wait
+                policy = self.ctx.policy
+                wait = (
+                    policy.delay_after(self.failures, err)
+                    if mirror == failed_on
+                    else policy.delay(self.failures, None)
+                )
+                await asyncio.sleep(wait)
 
     async def _existing(self, final: Path, name: str | None = None) -> Outcome | None:
         """Skip a final file that is already there (unless it fails its checksum);

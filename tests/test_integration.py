@@ -150,6 +150,20 @@ async def test_mirrors_are_tried_in_turn(server: FaultServer, tmp_path: Path) ->
     assert (tmp_path / "file.bin").read_bytes() == body
 
 
+async def test_one_mirrors_retry_after_does_not_hold_the_next(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """A 503 asking to wait 100 s is that server's wish: the next mirror is
+    tried after the usual backoff (the run would wait 100 s otherwise)."""
+    body = blob(1000)
+    busy = server.add("/busy/file.bin", b"", statuses=[503], retry_after="100")
+    entry = Entry(busy, mirrors=(server.add("/ok/file.bin", body),))
+    dl = Downloader(tmp_path, progress=False)
+    results = await asyncio.wait_for(dl.download([entry]), 30)
+    assert results.complete and results[0].attempts == 2
+    assert (tmp_path / "file.bin").read_bytes() == body
+
+
 async def test_checksums(server: FaultServer, tmp_path: Path) -> None:
     body = blob(200_000)
     good = hashlib.sha256(body).hexdigest()

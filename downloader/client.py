@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar
 import aiohttp
 from multidict import CIMultiDict
 
-from .config import DEFAULT_AGENT, Settings, is_secret_header, parse_rate
+from .config import DEFAULT_AGENT, Settings, is_secret_header, one_spelling, parse_rate
 from .errors import DownloaderError, DownloadError, UnsafeNameError
 from .hosts import HostLimits, prefer_free_hosts
 from .models import Entry, Record, Results
@@ -389,10 +389,12 @@ class Downloader:
         urls: tuple[str, ...] = (data["url"], *data.get("mirrors", ()))
         if data.get("secret"):
             urls = tuple(strip_userinfo(u) for u in urls)
-        recorded = data.get("headers") or ()
+        recorded = data.get("headers")
+        if not recorded:
+            return urls, _NO_HEADERS
         # a dict in state recorded by versions before pairs
         pairs = recorded.items() if isinstance(recorded, dict) else map(tuple, recorded)
-        return urls, CIMultiDict(pairs)
+        return urls, one_spelling(CIMultiDict(pairs))
 
     def _entry_of(self, data: dict[str, Any]) -> Entry:
         """A recorded entry as an :class:`Entry` again, under its recorded name."""
@@ -783,10 +785,14 @@ class Downloader:
             yield record
 
 
+#: what a recorded entry without headers sends of its own (read, never changed)
+_NO_HEADERS: CIMultiDict[str] = CIMultiDict()
+
+
 def _credentials(entry: Entry) -> tuple[tuple[str, ...], CIMultiDict[str], bool]:
     """An entry's URLs and headers, and whether they hold credentials (user
     info, a secret header), which are never written to disk."""
-    urls, headers = entry.urls, CIMultiDict(entry.headers or {})
+    urls, headers = entry.urls, one_spelling(CIMultiDict(entry.headers or {}))
     return urls, headers, any(map(has_userinfo, urls)) or any(map(is_secret_header, headers))
 
 
@@ -813,7 +819,7 @@ def _base_headers(s: Settings, agent: bool = True) -> CIMultiDict[str]:
     base: CIMultiDict[str] = CIMultiDict({"Accept-Encoding": "identity"})
     if agent:
         base["User-Agent"] = s.user_agent
-    base.update(CIMultiDict(s.headers))
+    base.update(one_spelling(CIMultiDict(s.headers)))
     return base
 
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from multidict import CIMultiDict
+
 from . import __version__
 
 if TYPE_CHECKING:
@@ -73,6 +75,19 @@ def header_pair_problem(name: str, value: str) -> str | None:
     if any(c in value for c in "\r\n\x00"):
         return f"malformed header {name}: control characters in its value"
     return None
+
+
+def one_spelling(headers: CIMultiDict[str]) -> CIMultiDict[str]:
+    """A name given twice, spelled as first given: aiohttp keeps the values
+    of a repeated name only when they are spelled alike (``X-A`` then
+    ``x-a`` would send ``x-a`` alone). Done once per entry, not per request."""
+    if len(headers) == len({name.lower() for name in headers}):
+        return headers
+    first: dict[str, str] = {}
+    alike: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        alike.add(first.setdefault(name.lower(), name), value)
+    return alike
 
 
 @dataclass(frozen=True)

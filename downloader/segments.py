@@ -52,6 +52,11 @@ def splittable(resp: aiohttp.ClientResponse, total: int | None, split: int) -> b
     )
 
 
+#: Answers to a segment that refuse its range rather than the file: 400 Bad
+#: Request, 405 Method Not Allowed, 416 Range Not Satisfiable, 501 Not Implemented.
+_RANGE_REFUSED = frozenset({400, 405, 416, 501})
+
+
 class Segmented:
     """Fetches the unfinished segments of one part, ``split`` at a time."""
 
@@ -153,16 +158,15 @@ class Segmented:
         async with self.t.get(self.url, f"bytes={seg[2]}-{seg[1] - 1}") as resp:
             if resp.status != 206 and has_content(resp.status):
                 raise RestartNeeded("server ignored a segment's range; fetching whole")
+            if resp.status in _RANGE_REFUSED:
+                # the file was there a moment ago: a refused range ends the
+                # split, not the download (other refusals, 401 or 404, keep
+                # the part for a later --retry)
+                raise RestartNeeded(
+                    f"server refused a segment's range (HTTP {resp.status}); fetching whole"
+                )
             if resp.status != 206:
-                err = status_error(resp)
-                if not err.transient:
-                    # the whole file was there a moment ago: a refused range
-                    # (416, 501, ...) ends the split, not the download; a
-                    # whole GET tells whether the file itself is gone
-                    raise RestartNeeded(
-                        f"server refused a segment's range (HTTP {resp.status}); fetching whole"
-                    )
-                raise err
+                raise status_error(resp)
             from .transfer import check_partial
 
             _, served = check_partial(meta, resp, seg[2])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,8 @@ def entries_of(sources: list[dict[str, Any]]) -> Iterator[Entry]:
 
 def origin_of(sources: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
     """The sources as recorded: lists by absolute path, with their size and
-    time (to know them unchanged later). None when standard input is one:
-    it cannot be read again."""
+    time (to know them unchanged later). None when standard input or
+    another pipe is one: it cannot be read again."""
     origin: list[dict[str, Any]] = []
     for src in sources:
         if "list" in src:
@@ -41,8 +42,8 @@ def origin_of(sources: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
                 st = os.stat(src["list"]) if src["list"] != "-" else None
             except OSError:
                 st = None
-            if st is None:
-                return None
+            if st is None or not stat.S_ISREG(st.st_mode):
+                return None  # a pipe is read once (and opening one again can block)
             path = os.path.abspath(src["list"])
             src = {"list": path, "size": st.st_size, "mtime": st.st_mtime_ns}
         origin.append(src)
@@ -62,6 +63,8 @@ def rest_of(output_dir: Path) -> Iterator[Entry] | None:
         try:
             st = os.stat(path)
         except OSError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
             return None
         if (st.st_size, st.st_mtime_ns) != (src.get("size"), src.get("mtime")):
             log.warning(

@@ -135,6 +135,39 @@ def host_of(url: str) -> str:
     return rest[: authority_end(rest)].rpartition("@")[2].lower()
 
 
+def _is_entry(data: object, n: int) -> bool:
+    """``data`` is the ``n``-th entry as this program records it: what a run
+    reads back from it cannot fail halfway through."""
+    from .urllist import parse_checksum  # (urllist needs this module)
+
+    if not (
+        isinstance(data, dict)
+        and data.get("i") == n
+        and isinstance(data.get("url"), str)
+        and isinstance(data.get("path"), (str, type(None)))
+    ):
+        return False
+    mirrors, headers, checksum = data.get("mirrors", []), data.get("headers"), data.get("checksum")
+    if not isinstance(mirrors, list) or not all(isinstance(m, str) for m in mirrors):
+        return False
+    if isinstance(headers, dict):  # as versions before pairs wrote them
+        headers = list(headers.items())
+    if headers is not None and not (
+        isinstance(headers, list)
+        and all(
+            isinstance(h, (list, tuple)) and len(h) == 2 and all(isinstance(x, str) for x in h)
+            for h in headers
+        )
+    ):
+        return False
+    if checksum is not None:
+        try:
+            parse_checksum(checksum)
+        except (ValueError, TypeError, AttributeError):
+            return False
+    return True
+
+
 def redact_url(url: str) -> str:
     """The URL with any ``user:password@`` replaced, for reports and logs."""
     parts = _split_userinfo(url) if "@" in url else None
@@ -317,19 +350,14 @@ class RunState:
         self._make_dirs()
         try:
             for n, data in enumerate(self.iter_entries()):
-                if not (
-                    isinstance(data, dict)
-                    and data.get("i") == n
-                    and isinstance(data.get("url"), str)
-                    and isinstance(data.get("path"), (str, type(None)))
-                ):
+                if not _is_entry(data, n):
                     raise ValueError(n)
                 i = self.ledger.add()
                 if data["path"] is None:
                     self.ledger.invalid.add(i)
         except ValueError:  # not JSON, not UTF-8, not an entry, out of order
             raise self._damaged(self.entries_path, len(self.ledger) + 1) from None
-        if not self.partial:  # recorded whole: its last line cannot be torn
+        if self._run.get("complete") is True:  # recorded whole: no torn last line
             with open(self.entries_path, "rb") as f:
                 end = f.seek(0, os.SEEK_END)
                 if end:

@@ -14,6 +14,7 @@ import hashlib
 import os
 import re
 import stat
+import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from .config import WRITE_SLICE, Settings, is_secret_header
 from .errors import (
     ChecksumMismatch,
     DownloadError,
+    HTTPStatusError,
     LocalFileError,
     RestartNeeded,
     TruncatedError,
@@ -231,17 +233,6 @@ def _close_watch(resp: aiohttp.ClientResponse) -> asyncio.Future[None] | None:
     return closed
 
 
-def _one_spelling(headers: CIMultiDict[str]) -> CIMultiDict[str]:
-    """A name given twice, spelled as first given: aiohttp keeps the values
-    of a repeated name only when they are spelled alike (``X-A`` then
-    ``x-a`` would send ``x-a`` alone)."""
-    first: dict[str, str] = {}
-    alike: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers.items():
-        alike.add(first.setdefault(name.lower(), name), value)
-    return alike
-
-
 def _strong_etag(etag: str | None) -> str | None:
     return etag if etag and not etag.startswith("W/") else None
 
@@ -303,6 +294,8 @@ class Transfer:
         fresh_after_mismatch = False
         tried: set[int] = set()
         dead: set[int] = set()
+        #: mirror -> when its server said it may be asked again (Retry-After)
+        not_before: dict[int, float] = {}
         mirror = 0
         while True:
             url = job.urls[mirror]
@@ -349,20 +342,20 @@ class Transfer:
             untried = [i for i in alive if i not in tried]
             if not alive or (self.failures > settings.retries and not untried):
                 return self._fail(err)
-            failed_on = mirror
+            if isinstance(err, HTTPStatusError) and err.retry_after is not None:
+                # Retry-After speaks for the server that sent it: that mirror
+                # is not asked before then; another one may be sooner
+                wait = min(err.retry_after, self.ctx.policy.retry_after_cap)
+                not_before[mirror] = time.monotonic() + wait
             if untried:
                 mirror = untried[0]
             else:
                 later = [i for i in alive if i > mirror]
                 mirror = later[0] if later else alive[0]
             if err.transient:
-                # Retry-After speaks for the server that sent it: another
-                # mirror gets the usual backoff, not that server's wait
-                policy = self.ctx.policy
-                wait = (
-                    policy.delay_after(self.failures, err)
-                    if mirror == failed_on
-                    else policy.delay(self.failures, None)
+                wait = max(
+                    self.ctx.policy.delay(self.failures),
+                    not_before.get(mirror, 0.0) - time.monotonic(),
                 )
                 await asyncio.sleep(wait)
 
@@ -506,8 +499,6 @@ class Transfer:
         headers = CIMultiDict(ctx.base_headers)
         if self.job.headers:
             headers.update(self.job.headers)  # the entry's replace the run's, by name
-        if len(headers) != len({k.lower() for k in headers}):
-            headers = _one_spelling(headers)
         if has_userinfo(url) and any(k.lower() == "authorization" for k in headers):
             url = strip_userinfo(url)  # an explicit Authorization header wins, as in curl
         if byte_range is not None and self.meta is not None:

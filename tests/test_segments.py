@@ -79,6 +79,19 @@ async def test_ranges_refused_fall_back_to_one_connection(
         assert not list((tmp_path / ".downloader" / "parts").iterdir())
 
 
+async def test_a_segment_refused_for_another_reason_keeps_the_part(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """A 403 to a segment is about the request (credentials not given
+    again, say), not the range: the entry fails, and what the other
+    segments hold stays for a --retry."""
+    url = server.add("/big.bin", blob(SIZE), range_status=403)
+    results = await Downloader(tmp_path, progress=False, split=4, retries=0).download([url])
+    assert results[0].status == "failed" and "HTTP 403" in (results[0].error or "")
+    assert (tmp_path / "big.bin.part").exists()
+    assert list((tmp_path / ".downloader" / "parts").iterdir())  # its segment table
+
+
 async def test_changed_resource_during_split_restarts(server: FaultServer, tmp_path: Path) -> None:
     v1, v2 = blob(SIZE, 1), blob(SIZE, 2)
     url = server.add("/big.bin", versions=[v1, v2])

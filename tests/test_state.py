@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -63,23 +64,52 @@ def test_damaged_state_is_said_plainly(tmp_path: Path) -> None:
         state.close()
         return state.entries_path
 
+    def with_field(text: str, field: str, value: object) -> str:
+        first, rest = text.split("\n", 1)
+        return json.dumps({**json.loads(first), field: value}) + "\n" + rest
+
     damages = {
         "garbage": lambda text: text + "xx\n",
         "not an object": lambda text: "[1, 2]\n" + text,
         "out of order": lambda text: text.splitlines(keepends=True)[1] + text,
         "NULs": lambda text: text + "\x00" * 64 + "\n",
         "torn, yet recorded whole": lambda text: text[:30],
+        **{
+            f"{field} {value!r}": lambda text, field=field, value=value: with_field(
+                text, field, value
+            )
+            for field, value in (
+                ("headers", "ab"),
+                ("headers", [["X-A"]]),
+                ("mirrors", 5),
+                ("checksum", "bogus"),
+            )
+        },
     }
-    for what, damage in damages.items():
-        root = tmp_path / what.replace(" ", "-")
+    for n, (what, damage) in enumerate(damages.items()):
+        root = tmp_path / f"damage{n}"
         entries = recorded(root)
         entries.write_text(damage(entries.read_text()))
-        with pytest.raises(NoRunError, match=r"entries\.jsonl line [0-9]+ .* is damaged"):
+        try:
             RunState(root).load()
+        except NoRunError as exc:
+            assert re.search(r"entries\.jsonl line [0-9]+ .* is damaged", str(exc)), what
+        else:
+            pytest.fail(f"{what}: taken for a recorded run")
     run_json = recorded(tmp_path / "run").parent / "run.json"
     run_json.write_text(run_json.read_text() + "\x00" * 8)
     with pytest.raises(NoRunError, match=r"run\.json .* is damaged"):
         RunState(tmp_path / "run").load()
+    # a run recorded before run.json said "complete" may hold a kill -9's torn line
+    entries = recorded(tmp_path / "old")
+    run_json = entries.parent / "run.json"
+    run = json.loads(run_json.read_text())
+    del run["complete"]
+    run_json.write_text(json.dumps(run))
+    entries.write_text(entries.read_text()[:-10])
+    old = RunState(tmp_path / "old")
+    old.load()
+    assert len(old.ledger) == 1
 
 
 def test_secrets_are_redacted() -> None:

@@ -289,7 +289,28 @@ def _exit_status(results: Results) -> int:
 
 
 def _say(message: str) -> None:
-    print(f"downloader: {message}", file=sys.stderr, flush=True)
+    _err(f"downloader: {message}")
+
+
+def _err(text: str) -> None:
+    """A line to stderr; a stderr that is gone (its pipe's reader quit, its
+    terminal hung up) silences the program, never fails it: every outcome
+    is in the report on disk."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        _stderr_gone()
+
+
+def _stderr_gone() -> None:
+    """From now on stderr goes nowhere, and Python's exit does not fail on
+    flushing what it still holds."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, 2)
+        os.close(fd)
+    except OSError:
+        pass
 
 
 def _say_warnings() -> None:
@@ -309,6 +330,9 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def emit(self, record: logging.LogRecord) -> None:
         self.stream = sys.stderr
         super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        _stderr_gone()  # the only way this handler fails: stderr is gone
 
 
 def _quit_now(signum: int, frame: object) -> None:
@@ -528,7 +552,7 @@ def _main(argv: Sequence[str] | None) -> int:
         # never be retried, and a `until downloader --retry` loop must end
         return EXIT_OK
     for line in summary_lines(results, quiet=args.quiet):
-        print(line, file=sys.stderr)
+        _err(line)
     if results.interrupted and not args.quiet:
         _say(f"to continue: downloader --retry -o {shlex.quote(args.output_dir)}")
     if results.interrupted:

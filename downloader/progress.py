@@ -130,25 +130,45 @@ class Progress:
             self.active.pop(key, None)
         if act is not None:
             self.finished_bytes += act.done
-            if act.bar is not None:
+        try:
+            if act is not None and act.bar is not None:
                 act.bar.close()
-        if self.overall is not None:
-            self.overall.update(1)
+            if self.overall is not None:
+                self.overall.update(1)
+        except (OSError, ValueError):
+            self._gone()
         self.settled(record, act)
+
+    def _gone(self) -> None:
+        """The stream cannot be written any more (a closed pipe, a terminal
+        hung up): say nothing more, rather than stop the downloads. The
+        report on disk still tells everything."""
+        self.mode = "quiet"
+        self._lines.clear()
+        bars = [act.bar for act in self.active.values()] + [self.overall]
+        for bar in bars:
+            if bar is not None:
+                bar.disable = True  # its close() would write
+        for act in self.active.values():
+            act.bar = None
+        self.overall = None
 
     def settled(self, record: Record, act: Activity | None = None) -> None:
         """An entry's end as a line and the callback's ``finish``; alone, for
         one the list settled (invalid, a duplicate), which has no transfer
         and is not counted by the overall bar."""
-        if self.overall is not None:
-            if record.status == "failed":
-                self.overall.write(self._line(record), file=self.stream)
-        elif self.mode == "lines":
-            # written a tick at a time: one system call per file would cost
-            # more than a small file's transfer
-            self._lines.append(self._line(record))
-            if len(self._lines) >= 256:
-                self._flush_lines()
+        try:
+            if self.overall is not None:
+                if record.status == "failed":
+                    self.overall.write(self._line(record), file=self.stream)
+            elif self.mode == "lines":
+                # written a tick at a time: one system call per file would
+                # cost more than a small file's transfer
+                self._lines.append(self._line(record))
+                if len(self._lines) >= 256:
+                    self._flush_lines()
+        except (OSError, ValueError):  # ValueError: a closed file object
+            self._gone()
         if self.callback is not None:
             done = act.done if act is not None else 0
             total = act.total if act is not None else None
@@ -185,6 +205,12 @@ class Progress:
             self._lines.clear()
 
     def refresh(self) -> None:
+        try:
+            self._refresh()
+        except (OSError, ValueError):
+            self._gone()
+
+    def _refresh(self) -> None:
         self._flush_lines()
         now = time.monotonic()
         running = 0
@@ -215,15 +241,18 @@ class Progress:
             self.overall.set_postfix_str(f"{fmt_bytes(total)}, {fmt_bytes(rate)}/s", refresh=True)
 
     def close(self) -> None:
-        self._flush_lines()
-        for act in self.active.values():
-            if act.bar is not None:
-                act.bar.close()
+        try:
+            self._flush_lines()
+            for act in self.active.values():
+                if act.bar is not None:
+                    act.bar.close()
+            if self.overall is not None:
+                self._refresh()
+                self.overall.close()
+                self.overall = None
+        except (OSError, ValueError):
+            self._gone()
         self.active.clear()
-        if self.overall is not None:
-            self.refresh()
-            self.overall.close()
-            self.overall = None
 
 
 def _short(name: str, width: int = 28) -> str:

@@ -568,3 +568,34 @@ async def test_a_user_agent_that_is_no_header_value_is_a_usage_error(tmp_path: P
         "--user-agent", "a\r\nX-Evil: 1", "http://127.0.0.1:9/x", "-o", str(tmp_path)
     )
     assert code == 2 and "--user-agent" in err
+
+
+async def test_a_stderr_that_is_gone_stops_nothing(server: FaultServer, tmp_path: Path) -> None:
+    """`downloader list 2>&1 | head -2`: once the reader is gone every write
+    to stderr fails; the run goes on silently, every file is fetched, the
+    report written, and the exit status is the run's."""
+    urls = [server.add(f"/p{n}.bin", blob(2000, n)) for n in range(300)]
+    urls.append(server.url("/missing.bin"))
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"{u}\n" for u in urls))
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody will ever read what it says
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "downloader",
+            str(listing),
+            "-o",
+            str(tmp_path / "out"),
+            "--no-progress",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=write_end,
+            env=ENV,
+        )
+    finally:
+        os.close(write_end)
+    assert await asyncio.wait_for(proc.wait(), 60) == 1  # the missing file, nothing else
+    entries = report(tmp_path / "out")["entries"]
+    assert [e["status"] for e in entries] == ["complete"] * 300 + ["failed"]

@@ -1,4 +1,4 @@
-"""The ``downloader`` command's entry point: answers Ctrl-C and SIGTERM from
+"""The ``downloader`` command's entry point: answers Ctrl-C, SIGTERM and SIGHUP from
 its first moment, before the libraries behind the CLI have loaded."""
 
 from __future__ import annotations
@@ -12,8 +12,19 @@ def raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def stop_signals() -> tuple[signal.Signals, ...]:
+    """The signals that stop a run cleanly: Ctrl-C, SIGTERM, and SIGHUP (a
+    closed terminal, a dropped ssh session: state saved, as aria2c does),
+    unless it is ignored (``nohup``: the run must outlive the terminal)."""
+    hup = getattr(signal, "SIGHUP", None)
+    if hup is None or signal.getsignal(hup) == signal.SIG_IGN:
+        return (signal.SIGINT, signal.SIGTERM)
+    return (signal.SIGINT, signal.SIGTERM, hup)
+
+
 def main() -> int:
-    signal.signal(signal.SIGTERM, raise_interrupt)
+    for sig in stop_signals()[1:]:
+        signal.signal(sig, raise_interrupt)
     try:
         from ._malloc import tune
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from ._console import raise_interrupt
+from ._console import raise_interrupt, stop_signals
 from .config import DEFAULT_AGENT, DEFAULT_SPLIT, MAX_TIMEOUT, MIN_SEGMENT, parse_rate
 from .errors import DownloaderError, ListError, NoRunError
 from .models import Entry, Results
@@ -297,7 +297,12 @@ def _err(text: str) -> None:
     terminal hung up) silences the program, never fails it: every outcome
     is in the report on disk."""
     try:
-        print(text, file=sys.stderr, flush=True)
+        bars = sys.modules.get("tqdm")
+        if bars is not None:  # bars on the screen: the line goes above them
+            bars.tqdm.write(text, file=sys.stderr)
+            sys.stderr.flush()
+        else:
+            print(text, file=sys.stderr, flush=True)
     except (OSError, ValueError):
         _stderr_gone()
 
@@ -352,12 +357,12 @@ def install_stop_handlers(dl: Downloader) -> None:
             dl.stop()
             # The next one is handled by Python itself, not by the event loop:
             # saving a long list's report keeps the loop busy for seconds.
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in stop_signals():
                 signal.signal(sig, _quit_now)
         else:
             os._exit(EXIT_INTERRUPTED)
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in stop_signals():
         loop.add_signal_handler(sig, on_signal)
 
 
@@ -373,13 +378,19 @@ async def _run(
 def main(argv: Sequence[str] | None = None) -> int:
     # Until the run's own handlers are in place (opening a list that is a
     # named pipe can block), Ctrl-C and SIGTERM end the program quietly.
-    signal.signal(signal.SIGTERM, raise_interrupt)
+    stops = stop_signals()
+    before = [signal.getsignal(sig) for sig in stops]
+    for sig in stops[1:]:
+        signal.signal(sig, raise_interrupt)
     _say_warnings()
     try:
         return _main(argv)
     except KeyboardInterrupt:
         _say("interrupted before anything was downloaded")
         return EXIT_INTERRUPTED
+    finally:
+        for sig, handler in zip(stops, before, strict=True):
+            signal.signal(sig, handler)
 
 
 #: The options a run records for ``--retry``, each checked again as the
@@ -536,6 +547,11 @@ def _main(argv: Sequence[str] | None) -> int:
     except OSError as exc:
         _say(f"{exc.strerror or exc}: {exc.filename or args.output_dir}")
         return EXIT_USAGE
+    # The loop took its signal handlers with it; the run is saved by now, so
+    # a stop while the summary prints (a slow terminal, a long list of
+    # failures) ends the program at once, as any stop does: 130.
+    for sig in stop_signals():
+        signal.signal(sig, _quit_now)
     if args.report == "-":
         _print_report(dl.settings.report)
     if args.retry and results.attempted == 0 and not results.interrupted:

@@ -599,3 +599,84 @@ async def test_a_stderr_that_is_gone_stops_nothing(server: FaultServer, tmp_path
     assert await asyncio.wait_for(proc.wait(), 60) == 1  # the missing file, nothing else
     entries = report(tmp_path / "out")["entries"]
     assert [e["status"] for e in entries] == ["complete"] * 300 + ["failed"]
+
+
+async def test_a_hang_up_stops_and_saves_unless_ignored(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """SIGHUP (a closed terminal, a dropped ssh session) stops the run as
+    SIGTERM does, state and report saved (as aria2c); under ``nohup``, where
+    it is ignored, the run goes on to the end."""
+    gate = asyncio.Event()
+    held = server.add("/held.bin", blob(1000), gate=gate)
+    for name, ignore in (("stopped", False), ("nohup", True)):
+        out = tmp_path / name
+        script = "import signal, sys, runpy; "
+        if ignore:
+            script += "signal.signal(signal.SIGHUP, signal.SIG_IGN); "
+        script += "sys.argv[0] = 'downloader'; runpy.run_module('downloader', run_name='__main__')"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            script,
+            held,
+            "-o",
+            str(out),
+            "--no-progress",
+            stderr=asyncio.subprocess.PIPE,
+            env=ENV,
+        )
+        await wait_for(lambda: server.in_flight == 1, "the request")
+        proc.send_signal(signal.SIGHUP)
+        if ignore:
+            # sent before the body: a hang-up that stopped the run would be
+            # seen (its wake-up byte) before the body's first bytes
+            gate.set()
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        if ignore:
+            assert proc.returncode == 0, err
+            assert (out / "held.bin").read_bytes() == blob(1000)
+        else:
+            assert proc.returncode == 130, err
+            assert report(out)["summary"]["interrupted"] is True
+            assert not (out / "held.bin").exists()
+
+
+async def test_a_stop_while_the_summary_prints_is_130(server: FaultServer, tmp_path: Path) -> None:
+    """The run is saved before its summary prints; a SIGTERM while a long
+    failure list is stuck on a full stderr pipe ends it as any stop does."""
+    import fcntl
+    import termios
+
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"{server.url(f'/none/{n}.bin')}\n" for n in range(1500)))
+    out = tmp_path / "out"
+    read_end, write_end = os.pipe()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "downloader",
+            "-q",
+            str(listing),
+            "-o",
+            str(out),
+            stderr=write_end,
+            env=ENV,
+        )
+        os.close(write_end)
+
+        def pipe_full() -> bool:  # the summary's 1,500 lines wait on a reader
+            waiting = bytearray(4)
+            fcntl.ioctl(read_end, termios.FIONREAD, waiting)
+            return int.from_bytes(waiting, sys.byteorder) >= 60_000
+
+        await wait_for(pipe_full, "the summary to fill stderr")
+        proc.send_signal(signal.SIGTERM)
+    except BaseException:
+        os.close(read_end)
+        raise
+    with os.fdopen(read_end, "rb") as err_pipe:
+        err = await asyncio.to_thread(err_pipe.read)
+    assert await asyncio.wait_for(proc.wait(), 30) == 130
+    assert b"before anything was downloaded" not in err

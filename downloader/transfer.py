@@ -15,6 +15,7 @@ import os
 import re
 import stat
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -429,7 +430,12 @@ class Transfer:
         when that file is already there."""
         if self.cd_dest is not None or self.job.named:
             return
-        cd = resp.content_disposition
+        with warnings.catch_warnings():
+            # aiohttp warns about a malformed header with the server's bytes
+            # in it, raw, on stderr (escape sequences for the terminal):
+            # such a header names nothing, and says nothing either
+            warnings.simplefilter("ignore")
+            cd = resp.content_disposition
         name = server_name(cd.filename) if cd is not None else None
         if not name:
             return

@@ -458,3 +458,19 @@ async def test_an_unreadable_file_already_there_is_a_reason_not_a_crash(
     )
     assert results[0].status == "failed"
     assert results[0].error == "cannot read c.bin to check it: Permission denied"
+
+
+async def test_a_malformed_content_disposition_says_nothing(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """aiohttp warns about a malformed header, quoting the server's bytes raw
+    (escape sequences that retitle or clear the terminal): -q stays silent."""
+    header = b"attachment; filename*=UTF-8''%FF\x1b]2;PWNED\x07\x1b[2Jred.bin"
+    url = server.add(
+        "/cd.bin",
+        raw=b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n"
+        b"Content-Disposition: " + header + b"\r\n\r\nhello",
+    )
+    code, _, err = await run_cli("--content-disposition", "-q", "-o", str(tmp_path), url)
+    assert code == 0 and err == ""
+    assert (tmp_path / "cd.bin").read_bytes() == b"hello"

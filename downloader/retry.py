@@ -103,9 +103,16 @@ def as_download_error(exc: BaseException, timeout: float) -> DownloadError:
     if isinstance(exc, (aiohttp.SocketTimeoutError, asyncio.TimeoutError, TimeoutError)):
         return StallError(f"stalled: no data for {timeout:g} s")
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return DownloadError(f"TLS certificate verification failed: {exc.certificate_error}")
+        # OpenSSL's own words ("IP address mismatch, ..."), without the
+        # "[SSL: ...] (_ssl.c:1006)" wrapping
+        why = getattr(exc.certificate_error, "verify_message", None) or exc.certificate_error
+        return DownloadError(f"TLS certificate verification failed: {why}")
     if isinstance(exc, aiohttp.ClientSSLError):
-        return DownloadError(f"TLS error: {exc}")
+        reason = getattr(exc.os_error, "reason", None)
+        if reason == "WRONG_VERSION_NUMBER":
+            return DownloadError("TLS error: the server does not speak TLS (an http:// URL?)")
+        why = reason.lower().replace("_", " ") if reason else _first_line(exc)
+        return DownloadError(f"TLS error: {why}")
     if isinstance(exc, aiohttp.ClientProxyConnectionError):
         return ConnectionFailed(f"cannot connect to the proxy {exc.host}:{exc.port}")
     if isinstance(exc, aiohttp.ClientConnectorDNSError):

@@ -64,3 +64,17 @@ async def test_a_ca_named_in_ssl_cert_file_is_trusted(
     assert (tmp_path / "out" / "s.bin").read_bytes() == b"secret"
     code, _, err = await run_cli(url, "-o", str(tmp_path / "out2"), "-q")
     assert code == 1 and "certificate" in err
+
+
+async def test_tls_failures_read_as_sentences(
+    ca: trustme.CA, tls_server: FaultServer, server: FaultServer, tmp_path: Path
+) -> None:
+    """OpenSSL's reason, without its '[SSL: ...] (_ssl.c:1006)' wrapping;
+    https:// to a plain-http server says so."""
+    secure = tls_server.add("/s.bin", b"secret")
+    plain_as_tls = server.add("/p.bin", b"plain").replace("http://", "https://")
+    results = await Downloader(tmp_path, progress=False, retries=0).download([secure, plain_as_tls])
+    untrusted, not_tls = (r.error or "" for r in results)
+    assert untrusted.startswith("TLS certificate verification failed: ")
+    assert not_tls == "TLS error: the server does not speak TLS (an http:// URL?)"
+    assert "_ssl.c" not in untrusted + not_tls and "[SSL" not in untrusted + not_tls

@@ -220,7 +220,7 @@ class Progress:
                 act.bar = self._tqdm(
                     total=act.total,
                     desc=_short(act.path or act.url),
-                    unit="B",
+                    unit="iB",  # with the 1024 divisor: KiB, MiB, as the total bar says
                     unit_scale=True,
                     unit_divisor=1024,
                     file=self.stream,

@@ -365,8 +365,12 @@ def target(root: Path, relpath: str) -> Path:
             with contextlib.suppress(FileExistsError):
                 os.mkdir(current)
             continue
+        folder = "/".join(parts[:depth])
         if stat.S_ISLNK(st.st_mode):
-            raise UnsafeNameError(f"{'/'.join(parts[:depth])} is a symlink; not followed")
+            raise UnsafeNameError(
+                f"cannot write {relpath}: its folder {folder!r} is a symlink, not followed "
+                "(it could lead out of the output directory)"
+            )
         if not stat.S_ISDIR(st.st_mode):
-            raise UnsafeNameError(f"{current.relative_to(root)} exists and is not a folder")
+            raise UnsafeNameError(f"cannot write {relpath}: {folder!r} is not a folder")
     return root.joinpath(*parts)

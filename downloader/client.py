@@ -149,10 +149,17 @@ class Downloader:
             cookie_jar=aiohttp.DummyCookieJar(),
         )
 
-    def _timeout(self) -> aiohttp.ClientTimeout:
-        """``--timeout``: the connect and the longest silence, never the whole transfer."""
+    def _timeout(self, whole_connect: bool = True) -> aiohttp.ClientTimeout:
+        """``--timeout``: the connect and the longest silence, never the whole
+        transfer. ``connect`` bounds the whole way to a usable connection,
+        a proxy's answer to CONNECT included (aiohttp waits for that one
+        without any other bound); it also counts a wait for a free
+        connection of the pool, which ours never makes (it has one for each
+        transfer and segment), but a caller's smaller pool might."""
         t = self.settings.timeout
-        return aiohttp.ClientTimeout(total=None, sock_connect=t, sock_read=t)
+        return aiohttp.ClientTimeout(
+            total=None, connect=t if whole_connect else None, sock_connect=t, sock_read=t
+        )
 
     async def __aenter__(self) -> Downloader:
         if self._given_session is None and self._own_session is None:
@@ -534,6 +541,10 @@ class Downloader:
             namer=self._namer,
             timeout=self._timeout(),
         )
+        if self._given_session is not None and not ctx.proxies.active:
+            # a caller's pool may be smaller than the run: its waits are no
+            # failures (with a proxy, a silent one would hang instead)
+            ctx.timeout = self._timeout(whole_connect=False)
         try:
             if not interrupted:
                 interrupted = await self._transfer_all(ctx, progress, only, source is not None)

@@ -14,7 +14,7 @@ from typing import Any
 
 from .errors import ListError
 from .models import Entry
-from .state import RunState
+from .state import RunState, has_userinfo
 from .urllist import iter_list
 
 log = logging.getLogger("downloader")
@@ -34,9 +34,12 @@ def entries_of(sources: list[dict[str, Any]]) -> Iterator[Entry]:
 def origin_of(sources: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
     """The sources as recorded: lists by absolute path, with their size and
     time (to know them unchanged later). None when standard input or
-    another pipe is one: it cannot be read again."""
+    another pipe is one (it cannot be read again), or a URL holds a
+    password (never written to disk)."""
     origin: list[dict[str, Any]] = []
     for src in sources:
+        if "url" in src and has_userinfo(str(src["url"])):
+            return None  # a password is never written to disk: not read again either
         if "list" in src:
             try:
                 st = os.stat(src["list"]) if src["list"] != "-" else None

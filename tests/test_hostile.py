@@ -474,3 +474,18 @@ async def test_a_malformed_content_disposition_says_nothing(
     code, _, err = await run_cli("--content-disposition", "-q", "-o", str(tmp_path), url)
     assert code == 0 and err == ""
     assert (tmp_path / "cd.bin").read_bytes() == b"hello"
+
+
+async def test_a_password_in_a_url_argument_reaches_no_file(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    basic = "Basic " + base64.b64encode(f"user:{SECRET}".encode()).decode()
+    url = server.add("/auth.bin", b"authorised", auth=basic)
+    credentialed = url.replace("http://", f"http://user:{SECRET}@")
+    code, out, err = await run_cli(credentialed, "-o", str(tmp_path))
+    assert code == 0, err
+    assert (tmp_path / "auth.bin").read_bytes() == b"authorised"
+    for path in (tmp_path / ".downloader").rglob("*"):
+        if path.is_file():
+            assert SECRET not in path.read_text(errors="replace"), path
+    assert SECRET not in out + err

@@ -373,6 +373,28 @@ async def test_a_407_to_connect_fails_at_once_as_on_plain_http(
     assert px.seen == [("GET", urls[0]), ("CONNECT", "127.0.0.1:1")]
 
 
+async def test_a_proxy_that_never_answers_connect_is_a_timeout_not_a_hang(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiohttp reads the answer to CONNECT with no bound of its own:
+    --timeout bounds the whole way to a connection."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # the request is read by nobody, answered never
+
+    px = await asyncio.start_server(silent, "127.0.0.1", 0)
+    try:
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{px.sockets[0].getsockname()[1]}")
+        dl = Downloader(tmp_path, progress=False, retries=0, timeout=0.5)
+        results = await asyncio.wait_for(dl.download(["https://127.0.0.1:1/a.bin"]), 20)
+    finally:
+        for writer in held:
+            writer.close()
+        px.close()
+    assert results[0].status == "failed" and "timeout" in (results[0].error or "")
+
+
 # -- NO_PROXY ------------------------------------------------------------------
 
 

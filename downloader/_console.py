@@ -22,9 +22,27 @@ def stop_signals() -> tuple[signal.Signals, ...]:
     return (signal.SIGINT, signal.SIGTERM, hup)
 
 
+def more_files() -> None:
+    """Raise the soft limit on open files to the hard one, as servers do:
+    a list of many hosts keeps a kept-alive connection to each for a while,
+    and the usual soft limit (1,024) runs out long before the hard one."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = 1 << 20 if hard == resource.RLIM_INFINITY else min(hard, 1 << 20)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ValueError, OSError):
+        pass  # the limit stays; a transfer that meets it is retried
+
+
 def main() -> int:
     for sig in stop_signals()[1:]:
         signal.signal(sig, raise_interrupt)
+    more_files()
     try:
         from ._malloc import tune
 

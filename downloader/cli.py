@@ -567,8 +567,14 @@ def _main(argv: Sequence[str] | None) -> int:
         # "a recorded run with nothing left to do is 0": invalid entries can
         # never be retried, and a `until downloader --retry` loop must end
         return EXIT_OK
+    batch: list[str] = []  # a thousand lines a write: a million failures print quickly
     for line in summary_lines(results, quiet=args.quiet):
-        _err(line)
+        batch.append(line)
+        if len(batch) == 1000:
+            _err("\n".join(batch))
+            batch.clear()
+    if batch:
+        _err("\n".join(batch))
     if results.interrupted and not args.quiet:
         _say(f"to continue: downloader --retry -o {shlex.quote(args.output_dir)}")
     if results.interrupted:

@@ -182,8 +182,10 @@ class Downloader:
         an entry's failure, which is in ``results.failed`` with its reason.
 
         ``collect=False`` keeps only the failed records in memory (the counts
-        still cover every entry): for lists of millions of lines, whose full
-        record is in ``DIR/.downloader/report.json``.
+        still cover every entry), and without the entries ``retry(results)``
+        would fetch as a run of their own (``retry()`` of the recorded run
+        finds them): for lists of millions of lines, whose full record is in
+        ``DIR/.downloader/report.json``.
         """
         return await self._execute(entries_from(_many(entries)), None, collect)
 
@@ -790,7 +792,9 @@ class Downloader:
             counts[status] += 1
             if collect or status == "failed":
                 record.index = data["i"]
-                if status == "failed" and data.get("path") is not None:
+                if collect and status == "failed" and data.get("path") is not None:
+                    # (not for collect=False: a million failures kept light;
+                    # retry() of the recorded run finds them by index)
                     record.entry = self._entry_of(data)
                 results.append(record)
             yield record

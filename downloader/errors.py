@@ -70,7 +70,10 @@ class ConnectionFailed(DownloadError):
 
 
 class LocalFileError(DownloadError):
-    """Writing on this machine failed (disk full, permissions): no retry helps."""
+    """Writing on this machine failed (disk full, permissions, no file
+    descriptor left): no retry helps. (Retrying the last one was tried: with
+    every worker holding a connection and waiting for a descriptor, none
+    came free, and the run stalled instead of failing.)"""
 
 
 class ChecksumMismatch(DownloadError):

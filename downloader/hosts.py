@@ -37,6 +37,8 @@ class HostLimits:
         self._sems: dict[str, asyncio.Semaphore] = {}
         self._busy: dict[str, int] = {}
         self._promised: dict[str, int] = {}
+        #: entries asking for a slot of the host, not yet given one
+        self._queued: dict[str, int] = {}
 
     def _sem(self, host: str) -> asyncio.Semaphore:
         sem = self._sems.get(host)
@@ -49,7 +51,8 @@ class HostLimits:
         """A slot of the host is free, counting those promised to entries
         already handed out."""
         assert self.limit is not None
-        return self._busy.get(host, 0) + self._promised.get(host, 0) < self.limit
+        taken = self._busy.get(host, 0) + self._promised.get(host, 0) + self._queued.get(host, 0)
+        return taken < self.limit
 
     def promise(self, job: _Job) -> None:
         host = host_of(job.urls[0])
@@ -83,7 +86,13 @@ class HostLimits:
             return no_slot
         host = host_of(url)
         sem = self._sem(host)
-        await sem.acquire()
+        # counted while it waits: else the host looks free, and gets the
+        # next entries too, ahead of another host's that is really free
+        self._queued[host] = self._queued.get(host, 0) + 1
+        try:
+            await sem.acquire()
+        finally:
+            self._queued[host] -= 1
         self._busy[host] = self._busy.get(host, 0) + 1
         held = [True]
 

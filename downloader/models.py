@@ -55,7 +55,7 @@ class Entry:
         return (self.url, *(m for m in self.mirrors if m != self.url))
 
 
-@dataclass
+@dataclass(slots=True)
 class Record:
     """What became of one entry; the report holds one of these per entry."""
 

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
@@ -259,13 +259,13 @@ def _short(name: str, width: int = 28) -> str:
     return name if len(name) <= width else "…" + name[-(width - 1) :]
 
 
-def summary_lines(results: Results, *, quiet: bool = False) -> list[str]:
-    """The end-of-run text: counts, bytes, time, rate, then one line per failure."""
-    lines: list[str] = []
+def summary_lines(results: Results, *, quiet: bool = False) -> Iterator[str]:
+    """The end-of-run text: counts, bytes, time, rate, then one line per
+    failure; made as it is printed (a million failures, one line at a time)."""
     counts = results.counts
     if not quiet:
         elapsed = max(results.elapsed, 1e-6)
-        lines.append(
+        yield (
             f"{'Interrupted' if results.interrupted else 'Done'}: "
             f"{counts['complete']} complete, {counts['skipped']} skipped, "
             f"{counts['failed']} failed; {fmt_bytes(results.bytes_downloaded)} downloaded in "
@@ -273,9 +273,8 @@ def summary_lines(results: Results, *, quiet: bool = False) -> list[str]:
         )
     failed = results.failed
     if failed:
-        lines.append(f"Failed ({len(failed)}):")
+        yield f"Failed ({len(failed)}):"
         for r in failed:  # one line each, as the contract says, not-started ones included
             tries = f"{r.attempts} attempt{'s' if r.attempts != 1 else ''}"
             where = printable(f"{shortened(r.url)} -> {r.path or '-'}")
-            lines.append(f"  {where} [{tries}]: {printable(shortened(r.error or ''))}")
-    return lines
+            yield f"  {where} [{tries}]: {printable(shortened(r.error or ''))}"

@@ -210,7 +210,7 @@ class Segmented:
             if done != n:
                 write_all(self.fd, data, done, seg[2])
         except OSError as exc:
-            raise LocalFileError(f"cannot write: {exc.strerror}") from exc
+            raise LocalFileError(f"cannot write {self.t.job.path}.part: {exc.strerror}") from exc
         seg[2] += len(data)
 
 

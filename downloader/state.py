@@ -77,6 +77,7 @@ class Ledger:
         self.bytes = array("q")
         self.attempts = array("i")
         self.errors: dict[int, str] = {}
+        self._reasons: dict[str, str] = {}
         self.paths: dict[int, str] = {}
         #: entries with no path (invalid lines): failed for good, never retried
         self.invalid: set[int] = set()
@@ -97,7 +98,9 @@ class Ledger:
         if error is None:
             self.errors.pop(i, None)
         else:
-            self.errors[i] = error
+            # one string for each distinct reason: 200,000 entries refused by
+            # one dead host hold one "cannot connect to ..." between them
+            self.errors[i] = self._reasons.setdefault(error, error)
 
     def status_of(self, i: int) -> str:
         """The raw status, ``pending`` included."""

@@ -644,6 +644,25 @@ async def test_per_host_lets_other_hosts_go_while_one_is_busy(
     assert len(results.complete) == 20
 
 
+async def test_per_host_shares_out_slots_fairly_as_they_come_free(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """--per-host 1, twenty files of one host ahead of twenty of another,
+    all alike: the two hosts go side by side. (Entries waiting for a slot
+    were not counted: a host whose slot came free looked free to the next
+    worker too, and got the next entry ahead of the other host's.)"""
+    for n in range(20):
+        server.add(f"/a{n}.bin", b"a", delay=0.02)
+        server.add(f"/b{n}.bin", b"b", delay=0.02)
+    other_base = server.base.replace("127.0.0.1", "localhost")
+    urls = [server.url(f"/a{n}.bin") for n in range(20)]
+    urls += [f"{other_base}/b{n}.bin" for n in range(20)]
+    results = await Downloader(tmp_path, progress=False, jobs=8, per_host=1).download(urls)
+    assert len(results.complete) == 40
+    first_half = server.finished[:20]
+    assert sum(p.startswith("/b") for p in first_half) >= 8, first_half  # (10: side by side)
+
+
 async def test_a_callers_session_middlewares_run_for_every_entry(
     server: FaultServer, tmp_path: Path
 ) -> None:

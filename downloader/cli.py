@@ -390,7 +390,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     finally:
         for sig, handler in zip(stops, before, strict=True):
-            signal.signal(sig, handler)
+            if handler is not None:  # (None: set outside Python, cannot be put back)
+                signal.signal(sig, handler)
 
 
 #: The options a run records for ``--retry``, each checked again as the

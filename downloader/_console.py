@@ -36,7 +36,7 @@ def more_files() -> None:
         if soft != resource.RLIM_INFINITY and soft < want:
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     except (ValueError, OSError):
-        pass  # the limit stays; a transfer that meets it is retried
+        pass  # the limit stays: a transfer that meets it fails with the reason
 
 
 def main() -> int:

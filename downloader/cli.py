@@ -279,7 +279,7 @@ def _print_report(path: Path | None) -> None:
     except OSError as exc:
         _say(f"cannot write the report to standard output: {exc.strerror or exc}")
         if isinstance(exc, BrokenPipeError):  # no second complaint when Python exits
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            _to_devnull(sys.stdout.fileno())
 
 
 def _exit_status(results: Results) -> int:
@@ -304,16 +304,16 @@ def _err(text: str) -> None:
         else:
             print(text, file=sys.stderr, flush=True)
     except (OSError, ValueError):
-        _stderr_gone()
+        _to_devnull(2)
 
 
-def _stderr_gone() -> None:
-    """From now on stderr goes nowhere, and Python's exit does not fail on
-    flushing what it still holds."""
+def _to_devnull(fd: int) -> None:
+    """A standard stream whose reader is gone goes nowhere from now on, and
+    Python's exit does not fail on flushing what it still holds."""
     try:
-        fd = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(fd, 2)
-        os.close(fd)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
     except OSError:
         pass
 
@@ -337,7 +337,7 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().emit(record)
 
     def handleError(self, record: logging.LogRecord) -> None:
-        _stderr_gone()  # the only way this handler fails: stderr is gone
+        _to_devnull(2)  # the only way this handler fails: stderr is gone
 
 
 def _quit_now(signum: int, frame: object) -> None:

@@ -66,14 +66,16 @@ def parse_rate(text: str) -> int:
     return value
 
 
-def header_pair_problem(name: str, value: str) -> str | None:
+def header_pair_problem(name: str, value: str, shown: str | None = None) -> str | None:
     """Why a header cannot go out as given: a name that is not an HTTP
     token would be refused by servers (400), and a line break in a value
-    would end the header early (request splitting)."""
+    would end the header early (request splitting). ``shown``: the header
+    as the user wrote it, for the message."""
+    shown = shown or repr(f"{name}: {value}"[:80])
     if not name or any(c == ":" or not 0x21 <= ord(c) <= 0x7E for c in name):
-        return f"malformed header name {name!r}: expected a token such as 'X-Name'"
+        return f"malformed header {shown}: expected 'Name: value'"
     if any(c in value for c in "\r\n\x00"):
-        return f"malformed header {name}: control characters in its value"
+        return f"malformed header {shown}: control characters"
     return None
 
 

@@ -136,20 +136,20 @@ class Progress:
             if self.overall is not None:
                 self.overall.update(1)
         except (OSError, ValueError):
-            self._gone()
+            self._gone(act)
         self.settled(record, act)
 
-    def _gone(self) -> None:
+    def _gone(self, ended: Activity | None = None) -> None:
         """The stream cannot be written any more (a closed pipe, a terminal
         hung up): say nothing more, rather than stop the downloads. The
         report on disk still tells everything."""
         self.mode = "quiet"
         self._lines.clear()
-        bars = [act.bar for act in self.active.values()] + [self.overall]
-        for bar in bars:
+        acts = [*self.active.values(), *([ended] if ended is not None else [])]
+        for bar in [*(act.bar for act in acts), self.overall]:
             if bar is not None:
                 bar.disable = True  # its close() would write
-        for act in self.active.values():
+        for act in acts:
             act.bar = None
         self.overall = None
 

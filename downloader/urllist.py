@@ -19,6 +19,7 @@ from typing import BinaryIO
 from multidict import CIMultiDict
 from yarl import URL
 
+from .config import header_pair_problem
 from .errors import ListError, UnsafeNameError
 from .models import Entry
 from .naming import clean_out
@@ -93,13 +94,11 @@ def url_problem(url: str) -> str | None:
 
 
 def header_problem(value: str) -> str | None:
-    name, sep, _ = value.partition(":")
-    name = name.strip()
-    if not sep or not name or any(c.isspace() or ord(c) < 0x21 or ord(c) > 0x7E for c in name):
+    """Why ``Name: value`` (``-H``, ``header=``) cannot be sent."""
+    name, sep, rest = value.partition(":")
+    if not sep:
         return f"malformed header {_show(value)}: expected 'Name: value'"
-    if any(c in value for c in "\r\n\x00"):
-        return f"malformed header {_show(value)}: control characters"
-    return None
+    return header_pair_problem(name.strip(), rest, _show(value))
 
 
 def split_header(value: str) -> tuple[str, str]:

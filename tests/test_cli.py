@@ -11,11 +11,22 @@ import random
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from .conftest import blob
 from .server import FaultServer
 
 ENV = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+
+
+async def spawn_cli(
+    *args: str, env: dict[str, str] | None = None, **kw: Any
+) -> asyncio.subprocess.Process:
+    """The real program in a subprocess, proxies unset, for tests that talk
+    to it while it runs (signals, pipes)."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "downloader", *args, env={**ENV, **(env or {})}, **kw
+    )
 
 
 async def run_cli(
@@ -24,15 +35,12 @@ async def run_cli(
     cwd: Path | None = None,
     env: dict[str, str] | None = None,
 ) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "downloader",
+    proc = await spawn_cli(
         *args,
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env={**ENV, **(env or {})},
+        env=env,
         cwd=cwd,
     )
     out, err = await proc.communicate(stdin)
@@ -166,18 +174,7 @@ async def test_sigint_saves_state_and_retry_resumes(server: FaultServer, tmp_pat
     listing = tmp_path / "list.txt"
     listing.write_text(f"{small}\n{big}\n{never}\n")
     out = tmp_path / "my out"  # the hint to continue must be pasteable
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "downloader",
-        str(listing),
-        "-o",
-        str(out),
-        "-j",
-        "1",
-        stderr=asyncio.subprocess.PIPE,
-        env=ENV,
-    )
+    proc = await spawn_cli(str(listing), "-o", str(out), "-j", "1", stderr=asyncio.subprocess.PIPE)
     part = out / "big.bin.part"
     # bytes reach the disk when the writer's 1 MiB buffer first fills
     await wait_for(lambda: part.exists() and part.stat().st_size > 0, "big.bin.part")
@@ -226,15 +223,7 @@ async def test_kill_9_never_leaves_a_bad_final_file(server: FaultServer, tmp_pat
     first = True
     for _ in range(5):
         args = ["--retry", "-o", str(out)] if not first else [str(listing), "-o", str(out)]
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "downloader",
-            *args,
-            "-q",
-            stderr=asyncio.subprocess.DEVNULL,
-            env=ENV,
-        )
+        proc = await spawn_cli(*args, "-q", stderr=asyncio.subprocess.DEVNULL)
         await asyncio.sleep(rng.uniform(0.3, 1.0))  # a random moment, not a synchronisation
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -264,9 +253,7 @@ async def test_kill_9_with_duplicates_then_retry_runs_one_transfer_per_file(
     listing = tmp_path / "list.txt"
     listing.write_text(f"{url}\n{url}\n{url}\nftp://bad/x\n")
     out = tmp_path / "out"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "downloader", str(listing), "-o", str(out), "-q", env=ENV
-    )
+    proc = await spawn_cli(str(listing), "-o", str(out), "-q")
     for _ in range(1000):  # until the first request has arrived (and stalls)
         if server.requests.get("/x.bin") or proc.returncode is not None:
             break
@@ -301,17 +288,13 @@ async def test_a_write_error_fails_that_file_only(server: FaultServer, tmp_path:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "downloader",
+    proc = await spawn_cli(
         str(listing),
         "-o",
         str(out),
         "--no-progress",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env=ENV,
         preexec_fn=cap_file_size,
     )
     _, err = await proc.communicate()
@@ -346,16 +329,8 @@ async def test_ctrl_c_while_the_list_is_still_being_typed(
 ) -> None:
     url = server.add("/typed.bin", b"t")
     out = tmp_path / "out"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "downloader",
-        "-",
-        "-o",
-        str(out),
-        stdin=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=ENV,
+    proc = await spawn_cli(
+        "-", "-o", str(out), stdin=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     assert proc.stdin is not None
     proc.stdin.write(f"{url}\n".encode())
@@ -538,17 +513,7 @@ async def test_a_second_run_in_the_same_folder_is_refused(
     body = blob(200_000, 4)
     url = server.add("/held.bin", body, gate=gate)
     out = tmp_path / "out"
-    first = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "downloader",
-        url,
-        "-o",
-        str(out),
-        "-q",
-        stderr=asyncio.subprocess.PIPE,
-        env=ENV,
-    )
+    first = await spawn_cli(url, "-o", str(out), "-q", stderr=asyncio.subprocess.PIPE)
     await wait_for(lambda: server.requests.get("/held.bin") == 1, "the first run's request")
     code, _, err = await run_cli(url, "-o", str(out))
     assert code == 2 and "another downloader run is using" in err
@@ -581,10 +546,7 @@ async def test_a_stderr_that_is_gone_stops_nothing(server: FaultServer, tmp_path
     read_end, write_end = os.pipe()
     os.close(read_end)  # nobody will ever read what it says
     try:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "downloader",
+        proc = await spawn_cli(
             str(listing),
             "-o",
             str(tmp_path / "out"),
@@ -592,7 +554,6 @@ async def test_a_stderr_that_is_gone_stops_nothing(server: FaultServer, tmp_path
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=write_end,
-            env=ENV,
         )
     finally:
         os.close(write_end)
@@ -611,20 +572,14 @@ async def test_a_hang_up_stops_and_saves_unless_ignored(
     held = server.add("/held.bin", blob(1000), gate=gate)
     for name, ignore in (("stopped", False), ("nohup", True)):
         out = tmp_path / name
-        script = "import signal, sys, runpy; "
-        if ignore:
-            script += "signal.signal(signal.SIGHUP, signal.SIG_IGN); "
-        script += "sys.argv[0] = 'downloader'; runpy.run_module('downloader', run_name='__main__')"
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            script,
+        proc = await spawn_cli(
             held,
             "-o",
             str(out),
             "--no-progress",
             stderr=asyncio.subprocess.PIPE,
-            env=ENV,
+            # as nohup does: an ignored signal stays ignored across exec
+            preexec_fn=(lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if ignore else None,
         )
         await wait_for(lambda: server.in_flight == 1, "the request")
         proc.send_signal(signal.SIGHUP)
@@ -653,17 +608,7 @@ async def test_a_stop_while_the_summary_prints_is_130(server: FaultServer, tmp_p
     out = tmp_path / "out"
     read_end, write_end = os.pipe()
     try:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "downloader",
-            "-q",
-            str(listing),
-            "-o",
-            str(out),
-            stderr=write_end,
-            env=ENV,
-        )
+        proc = await spawn_cli("-q", str(listing), "-o", str(out), stderr=write_end)
         os.close(write_end)
 
         def pipe_full() -> bool:  # the summary's 1,500 lines wait on a reader

@@ -14,7 +14,7 @@ from typing import IO, Any
 from downloader import Downloader
 
 from .server import FaultServer
-from .test_cli import ENV, report, run_cli
+from .test_cli import report, run_cli, spawn_cli
 
 #: The start of a program, as the first 8 KiB of /usr/bin/ls look to a parser.
 BINARY = b"\x7fELF\x02\x01\x01\x00" + bytes(8) + bytes(range(256)) * 40
@@ -24,15 +24,11 @@ async def run_with_stdin(
     *args: str, stdin: IO[bytes] | None, cwd: Path | None = None
 ) -> tuple[int, str]:
     """The program with standard input as given: a file object, or None for closed."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "downloader",
+    proc = await spawn_cli(
         *args,
         stdin=asyncio.subprocess.DEVNULL if stdin is None else stdin,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
-        env=ENV,
         cwd=cwd,
         preexec_fn=(lambda: os.close(0)) if stdin is None else None,
     )

@@ -20,12 +20,18 @@ from downloader.state import (
 )
 
 
-def test_journal_round_trip_and_torn_lines(tmp_path: Path) -> None:
-    state = RunState(tmp_path)
+def recorded(root: Path, entries: int) -> RunState:
+    """A run in ``root`` with its list recorded whole (still open)."""
+    state = RunState(root)
     state.begin()
-    for n in range(3):
+    for n in range(entries):
         state.add_entry({"url": f"http://h/{n}", "path": f"f{n}", "line": n + 1})
     state.entries_written()
+    return state
+
+
+def test_journal_round_trip_and_torn_lines(tmp_path: Path) -> None:
+    state = recorded(tmp_path, 3)
     # one line, and a lone surrogate (a server's non-UTF-8 status text) breaks no file
     weird = 'he said "no"\nthen: é ☃ \\ done \udce9'
     shown = 'he said "no"\\x0athen: é ☃ \\ done \\udce9'
@@ -55,12 +61,8 @@ def test_damaged_state_is_said_plainly(tmp_path: Path) -> None:
     machine crash) ends a --retry with a message, never a traceback; a torn
     last line is only a kill -9 when the list was not recorded to its end."""
 
-    def recorded(root: Path) -> Path:
-        state = RunState(root)
-        state.begin()
-        for n in range(2):
-            state.add_entry({"url": f"http://h/{n}", "path": f"f{n}", "line": n + 1})
-        state.entries_written()
+    def recorded_entries(root: Path) -> Path:
+        state = recorded(root, 2)
         state.close()
         return state.entries_path
 
@@ -88,7 +90,7 @@ def test_damaged_state_is_said_plainly(tmp_path: Path) -> None:
     }
     for n, (what, damage) in enumerate(damages.items()):
         root = tmp_path / f"damage{n}"
-        entries = recorded(root)
+        entries = recorded_entries(root)
         entries.write_text(damage(entries.read_text()))
         try:
             RunState(root).load()
@@ -96,12 +98,12 @@ def test_damaged_state_is_said_plainly(tmp_path: Path) -> None:
             assert re.search(r"entries\.jsonl line [0-9]+ .* is damaged", str(exc)), what
         else:
             pytest.fail(f"{what}: taken for a recorded run")
-    run_json = recorded(tmp_path / "run").parent / "run.json"
+    run_json = recorded_entries(tmp_path / "run").parent / "run.json"
     run_json.write_text(run_json.read_text() + "\x00" * 8)
     with pytest.raises(NoRunError, match=r"run\.json .* is damaged"):
         RunState(tmp_path / "run").load()
     # a run recorded before run.json said "complete" may hold a kill -9's torn line
-    entries = recorded(tmp_path / "old")
+    entries = recorded_entries(tmp_path / "old")
     run_json = entries.parent / "run.json"
     run = json.loads(run_json.read_text())
     del run["complete"]

@@ -7,6 +7,7 @@ import concurrent.futures
 import contextlib
 import inspect
 import logging
+import os
 import signal
 import sys
 import threading
@@ -14,9 +15,8 @@ import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-import aiohttp
 from multidict import CIMultiDict
 
 from .config import DEFAULT_AGENT, Settings, is_secret_header, one_spelling, parse_rate
@@ -38,6 +38,9 @@ from .state import (
 )
 from .transfer import Context, Job, Outcome, Transfer
 from .urllist import entries_from, parse_checksum, url_problem
+
+if TYPE_CHECKING:
+    import aiohttp
 
 T = TypeVar("T")
 
@@ -119,6 +122,9 @@ class Downloader:
         #: that a retry can read the rest of a list a stopped run did not
         #: finish recording (sources.rest_of)
         self._origin: list[dict[str, Any]] | None = None
+        #: inside ``async with``: the session (made when first needed) is
+        #: kept for every call until the block ends
+        self._entered = False
         self._own_session: aiohttp.ClientSession | None = None
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -134,6 +140,8 @@ class Downloader:
 
     # -- session -----------------------------------------------------------
     def _new_session(self) -> aiohttp.ClientSession:
+        import aiohttp
+
         s = self.settings
         connector = aiohttp.TCPConnector(
             limit=s.jobs * s.split,
@@ -156,14 +164,15 @@ class Downloader:
         without any other bound); it also counts a wait for a free
         connection of the pool, which ours never makes (it has one for each
         transfer and segment), but a caller's smaller pool might."""
+        import aiohttp
+
         t = self.settings.timeout
         return aiohttp.ClientTimeout(
             total=None, connect=t if whole_connect else None, sock_connect=t, sock_read=t
         )
 
     async def __aenter__(self) -> Downloader:
-        if self._given_session is None and self._own_session is None:
-            self._own_session = self._new_session()
+        self._entered = True
         return self
 
     async def __aexit__(
@@ -172,6 +181,7 @@ class Downloader:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._entered = False
         if self._own_session is not None:
             await self._own_session.close()
             self._own_session = None
@@ -247,7 +257,7 @@ class Downloader:
             asyncio.get_running_loop()
         except RuntimeError:
             return _new_loop_run(call())
-        if self._own_session is not None or self._given_session is not None:
+        if self._entered or self._given_session is not None:
             raise RuntimeError(
                 "run() inside a running event loop: this Downloader's session belongs "
                 "to that loop; use `await dl.download(...)` (or `await dl.retry(...)`)"
@@ -522,12 +532,23 @@ class Downloader:
                 if not ledger.done(i) and i not in ledger.invalid and (only is None or i in only)
             )
         progress = Progress(self._progress_mode(), todo, s.on_progress)
-        session = self._own_session or self._given_session
-        own = session is None
-        if session is None:
-            session = self._new_session()
+        given = self._given_session
+        made: list[aiohttp.ClientSession] = []  # a session of this run's own, once made
+
+        def open_session() -> tuple[aiohttp.ClientSession, aiohttp.ClientTimeout]:
+            if given is not None:
+                # a caller's pool may be smaller than the run: its waits are
+                # no failures (with a proxy, a silent one would hang instead)
+                return given, self._timeout(whole_connect=ctx.proxies.active)
+            if self._entered:
+                if self._own_session is None:
+                    self._own_session = self._new_session()
+                return self._own_session, self._timeout()
+            made.append(self._new_session())
+            return made[0], self._timeout()
+
         ctx = Context(
-            session=session,
+            open_session=open_session,
             settings=s,
             state=state,
             root=s.output_dir,
@@ -536,17 +557,22 @@ class Downloader:
             limiter=RateLimiter(s.limit_rate) if s.limit_rate else None,
             base_headers=_base_headers(
                 s,
-                agent=own
+                agent=given is None
                 or self._agent_given
-                or "User-Agent" not in getattr(session, "headers", {}),
+                or "User-Agent" not in getattr(given, "headers", {}),
             ),
             namer=self._namer,
-            timeout=self._timeout(),
         )
-        if self._given_session is not None and not ctx.proxies.active:
-            # a caller's pool may be smaller than the run: its waits are no
-            # failures (with a proxy, a silent one would hang instead)
-            ctx.timeout = self._timeout(whole_connect=False)
+        if (
+            given is None
+            and not ctx.proxies.active
+            and ctx.limiter is None
+            and not s.content_disposition
+            and not os.environ.get("DOWNLOADER_AIOHTTP_ONLY")
+        ):
+            from .http1 import Pool
+
+            ctx.fast = Pool(s.timeout)
         try:
             if not interrupted:
                 interrupted = await self._transfer_all(ctx, progress, only, source is not None)
@@ -556,8 +582,10 @@ class Downloader:
         finally:
             progress.close()
             state.close()
-            if own:
-                await session.close()
+            if ctx.fast is not None:
+                await ctx.fast.close()
+            if made:
+                await made[0].close()
             results = Results(interrupted=interrupted)
             results.bytes_downloaded = ctx.received
             results.elapsed = time.monotonic() - t0

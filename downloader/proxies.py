@@ -31,14 +31,17 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import aiohttp
-from aiohttp.client_middlewares import ClientHandlerType
 from multidict import CIMultiDict
 from yarl import URL
 
 from .errors import DownloadError
 from .text import printable
+
+if TYPE_CHECKING:
+    import aiohttp
+    from aiohttp.client_middlewares import ClientHandlerType
 
 _SCHEMES = ("http", "https")
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import sys
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-
-import aiohttp
+from typing import TYPE_CHECKING
 
 from .errors import (
     ConnectionFailed,
@@ -23,6 +23,9 @@ from .errors import (
     TruncatedError,
 )
 from .text import from_wire, printable
+
+if TYPE_CHECKING:
+    import aiohttp
 
 
 @dataclass(frozen=True)
@@ -85,10 +88,30 @@ def status_error(resp: aiohttp.ClientResponse) -> HTTPStatusError:
     return err
 
 
+def is_client_error(exc: BaseException) -> bool:
+    """Whether aiohttp raised it (when aiohttp is loaded at all: http1)."""
+    aiohttp = sys.modules.get("aiohttp")
+    return aiohttp is not None and isinstance(exc, aiohttp.ClientError)
+
+
 def as_download_error(exc: BaseException, timeout: float) -> DownloadError:
     """Map what aiohttp and the OS raise to a reason a user can read."""
     if isinstance(exc, DownloadError):
         return exc
+    if is_client_error(exc):
+        return _client_error(exc, timeout)
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return StallError(f"stalled: no data for {timeout:g} s")
+    if isinstance(exc, ConnectionError):
+        return ConnectionFailed(f"connection error: {_first_line(exc)}")
+    if isinstance(exc, OSError):
+        return DownloadError(f"local file error: {exc.strerror or exc}")
+    return DownloadError(f"{type(exc).__name__}: {_first_line(exc)}")
+
+
+def _client_error(exc: BaseException, timeout: float) -> DownloadError:
+    import aiohttp
+
     if isinstance(exc, aiohttp.TooManyRedirects):
         urls = [str(r.url) for r in exc.history]
         if len(set(urls)) < len(urls):

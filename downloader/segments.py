@@ -15,8 +15,6 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-
 from .config import MIN_SEGMENT, WRITE_SLICE
 from .errors import DownloadError, LocalFileError, RestartNeeded, TruncatedError
 from .retry import as_download_error, has_content, status_error
@@ -24,6 +22,8 @@ from .scheduler import run_window
 from .writes import write_all
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from .transfer import Transfer
 
 _SAVE_EVERY = 1.0

@@ -20,10 +20,9 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiofiles
-import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -43,11 +42,16 @@ from .naming import Namer, is_name_for, server_name, target
 from .progress import Activity
 from .proxies import EnvProxies
 from .ratelimit import RateLimiter
-from .retry import RetryPolicy, as_download_error, has_content, status_error
+from .retry import RetryPolicy, as_download_error, has_content, is_client_error, status_error
 from .segments import Segmented, open_segmented, plan, splittable
 from .state import RunState, has_userinfo, redact_url, strip_userinfo
 from .urls import wire_url
 from .writes import write_all
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from .http1 import Pool
 
 #: Parts smaller than this keep their resume metadata in memory while they go
 #: well, and save it only when they fail or are stopped: after a kill -9 they
@@ -99,7 +103,9 @@ class Outcome:
 class Context:
     """What every transfer of a run shares."""
 
-    session: aiohttp.ClientSession
+    #: aiohttp's session and the timeout its requests carry, made on first
+    #: use: a run of plain http:// URLs never loads aiohttp (http1.py)
+    open_session: Callable[[], tuple[aiohttp.ClientSession, aiohttp.ClientTimeout]]
     settings: Settings
     state: RunState
     root: Path
@@ -107,12 +113,28 @@ class Context:
     hosts: HostLimits
     limiter: RateLimiter | None
     base_headers: CIMultiDict[str]
-    #: sent with every request: a session passed in by the caller has its own
-    #: (aiohttp's default caps a whole transfer at 5 minutes)
-    timeout: aiohttp.ClientTimeout
     proxies: EnvProxies = field(default_factory=EnvProxies)
     received: int = 0
     namer: Namer = field(default_factory=Namer)
+    #: plain http:// requests, when nothing asks for aiohttp (see Transfer.get)
+    fast: Pool | None = None
+    _session: tuple[aiohttp.ClientSession, aiohttp.ClientTimeout] | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        return self.http_session()[0]
+
+    @property
+    def session_made(self) -> bool:
+        return self._session is not None
+
+    def http_session(self) -> tuple[aiohttp.ClientSession, aiohttp.ClientTimeout]:
+        """The session, and the timeout sent with each of its requests (a
+        session passed in by the caller has its own; aiohttp's default caps
+        a whole transfer at 5 minutes)."""
+        if self._session is None:
+            self._session = self.open_session()
+        return self._session
 
 
 #: Headers aiohttp itself drops on a redirect to another origin.
@@ -269,8 +291,9 @@ class Transfer:
         self.cd_dest: str | None = None
         #: the checksum's hasher over the part's first N bytes, after a short 206
         self.carried_hash: tuple[Any, int] | None = None
-        #: (URL, extra arguments of its requests): secret headers stay on its origin
-        self._guard: tuple[str | None, dict[str, Any]] = (None, {})
+        #: (URL, its wire form when it goes by http1.Pool, the extra arguments of
+        #: its aiohttp requests: secret headers stay on its origin), per mirror
+        self._guard: tuple[str | None, URL | None, dict[str, Any] | None] = (None, None, None)
 
     # -- the entry ---------------------------------------------------------
     async def run(self) -> Outcome:
@@ -501,7 +524,6 @@ class Transfer:
         it: the run's and the entry's headers, no decompression, the redirect
         cap, and a range guarded by the part's validator."""
         ctx = self.ctx
-        settings = ctx.settings
         headers = CIMultiDict(ctx.base_headers)
         if self.job.headers:
             headers.update(self.job.headers)  # the entry's replace the run's, by name
@@ -513,27 +535,45 @@ class Transfer:
             if validator:
                 headers["If-Range"] = validator
         if self._guard[0] != url:  # once per entry and mirror, not per request
+            wire = wire_url(url)
+            plain = ctx.fast is not None and wire.scheme == "http" and not has_userinfo(url)
+            self._guard = (url, wire if plain else None, None)
+        fast = self._guard[1]
+        if fast is not None:
+            assert ctx.fast is not None
+            return ctx.fast.request(fast, headers, lambda: self._aiohttp_get(url, headers))
+        return self._aiohttp_get(url, headers)
+
+    def _aiohttp_get(
+        self, url: str, headers: CIMultiDict[str]
+    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        ctx = self.ctx
+        settings = ctx.settings
+        session, timeout = ctx.http_session()
+        extra = self._guard[2]
+        if extra is None:  # once per entry and mirror, not per request
             names = {k for k in headers if is_secret_header(k) and k.lower() not in _AIOHTTP_STRIPS}
-            self._guard = (url, {})
+            extra = {}
             ours = (_secrets_stay_home(url, names),) if names else ()
             if ctx.proxies.active:  # the proxy is chosen per hop: proxies.py
                 ours = (*ours, ctx.proxies.middleware)
             if ours:
                 # a per-request list replaces the session's: a caller's own
                 # middlewares (signing, logging) must still run
-                own = tuple(getattr(ctx.session, "_middlewares", None) or ())
-                self._guard[1]["middlewares"] = (*own, *ours)
-        return ctx.session.get(
+                own = tuple(getattr(session, "_middlewares", None) or ())
+                extra["middlewares"] = (*own, *ours)
+            self._guard = (self._guard[0], self._guard[1], extra)
+        return session.get(
             wire_url(url),
             headers=headers,
             max_redirects=settings.max_redirects + 1,
-            timeout=ctx.timeout,
+            timeout=timeout,
             auto_decompress=False,
             ssl=not settings.insecure,
             raise_for_status=False,  # a caller's session may say True: statuses are ours to judge
             # under --limit-rate, aiohttp buffers little: TCP slows the server
             read_bufsize=ctx.limiter.step if ctx.limiter is not None else None,
-            **self._guard[1],
+            **extra,
         )
 
     async def _request(
@@ -741,7 +781,7 @@ class Transfer:
                 received += n
                 act.done += n
         except OSError as exc:
-            if isinstance(exc, (aiohttp.ClientError, ConnectionError, TimeoutError)):
+            if isinstance(exc, (ConnectionError, TimeoutError)) or is_client_error(exc):
                 raise
             raise LocalFileError(f"cannot write {self.job.path}.part: {exc.strerror}") from exc
         finally:

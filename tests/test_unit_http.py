@@ -35,6 +35,8 @@ class _CompatResponse(aiohttp.ClientResponse):
 def mocked(monkeypatch: pytest.MonkeyPatch) -> Iterator[aioresponses]:
     if "stream_writer" in inspect.signature(aiohttp.ClientResponse.__init__).parameters:
         monkeypatch.setattr(aioresponses_core, "ClientResponse", _CompatResponse)
+    # aioresponses stands in for aiohttp: plain http:// must not go by http1
+    monkeypatch.setenv("DOWNLOADER_AIOHTTP_ONLY", "1")
     with aioresponses() as m:
         yield m
 

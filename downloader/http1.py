@@ -1,0 +1,465 @@
+"""Plain ``http://`` GETs on keep-alive connections, without aiohttp.
+
+Why it exists: on the small-files benchmark (2,000 × 16 KiB over loopback)
+aiohttp was half of the run. Importing it takes 0.1–0.2 s (it builds two TLS
+contexts at import, for runs that may never speak TLS), and each request
+costs it about 0.15 ms of Python; a whole run of ours took 0.9–1.1 s where
+aria2c took 0.45. What a download of a plain URL needs is small: one GET,
+a head to read, a body of known length to write. Here heads (and chunked
+bodies) are read by httptools, llhttp's binding (llhttp is the parser of
+Node.js and of aiohttp itself); a body of known length goes from the
+socket into the connection's buffer and from there to the file, with no
+copy in between.
+
+Only what is plain goes this way; the rest goes to aiohttp, imported only
+then (``transfer.Transfer.get`` decides): https, proxies, credentials in the
+URL, a caller's own session, ``--limit-rate``, ``--content-disposition``.
+A redirect is followed by sending the request again through aiohttp, which
+knows how (hop limits, loops, credentials dropped on the way out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
+from typing import Any
+
+import httptools
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from .errors import ConnectionFailed, StallError, TruncatedError
+
+#: Bytes read from the socket at once, into each connection's own buffer:
+#: 256 KiB was the fastest of 64 KiB-1 MiB on the 32 MiB files (bench/).
+BUFFER = 256 * 1024
+#: The longest response head taken (aiohttp takes 8190 bytes per line).
+HEAD_MAX = 64 * 1024
+#: Seconds an idle connection is kept for the next request (aiohttp's default).
+KEEP_IDLE = 15.0
+#: Statuses aiohttp follows (with a Location): the request goes to it again.
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+class _Stale(Exception):
+    """The connection ended before the first byte of an answer: on a
+    connection taken from the pool, the server had closed it meanwhile,
+    and the request goes once more on a new one (as aiohttp and curl do)."""
+
+
+class _Conn(asyncio.BufferedProtocol):
+    """One connection; ``buf[start:end]`` is what was received and not yet
+    taken. A chunk handed out is a view of the buffer: it is used (written,
+    hashed) before its taker asks for the next, and only then can the
+    buffer be refilled over it."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray(BUFFER)
+        self.mv = memoryview(self.buf)
+        self.start = 0
+        self.end = 0
+        self.transport: asyncio.Transport | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.eof = False
+        self.lost: BaseException | None = None
+        self.paused = False
+        self.idle_since = 0.0
+
+    # -- asyncio's side ----------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        start, end = self.start, self.end
+        if start == end:
+            self.start = self.end = 0
+        elif end == BUFFER:  # room only before the data not yet taken
+            self.buf[: end - start] = self.mv[start:end]
+            self.start, self.end = 0, end - start
+        return self.mv[self.end :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.end += nbytes
+        if self.end - self.start == BUFFER:
+            assert self.transport is not None
+            self.transport.pause_reading()
+            self.paused = True
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        return False  # the transport closes
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        if exc is not None:
+            self.lost = exc
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- the reader's side -------------------------------------------------
+    async def more(self, timeout: float) -> None:
+        """Wait for more bytes or the connection's end, at most ``timeout``
+        seconds (``--timeout``: the longest silence)."""
+        if self.paused:
+            self.paused = False
+            assert self.transport is not None
+            self.transport.resume_reading()
+        if self.eof:
+            return
+        loop = asyncio.get_running_loop()
+        waiter = self.waiter = loop.create_future()
+        timer = loop.call_later(timeout, _expire, waiter, timeout)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self.waiter = None
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+        self.eof = True
+
+
+def _expire(waiter: asyncio.Future[None], timeout: float) -> None:
+    if not waiter.done():
+        waiter.set_exception(StallError(f"stalled: no data for {timeout:g} s"))
+
+
+class Response:
+    """What ``transfer`` and ``segments`` read of an answer, as aiohttp's
+    ``ClientResponse`` names it: ``status``, ``reason``, ``headers``,
+    ``content_length``, ``content.iter_any()``, ``close()``."""
+
+    #: a reset is told by the body's reader here, not by watching the connection
+    connection = None
+
+    def __init__(self, pool: Pool, key: tuple[str, int], conn: _Conn, url: URL) -> None:
+        self._pool = pool
+        self._key = key
+        self._conn: _Conn | None = conn
+        self.url = url
+        self.status = 0
+        self.reason: str | None = None
+        self._pairs: list[tuple[str, str]] = []
+        self.headers: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+        self.content_length: int | None = None
+        #: bytes of the body not read yet; None: chunked, or up to the end
+        self._left: int | None = 0
+        self._chunked = False
+        self._complete = False
+        self._keep = False
+        self._pieces: list[bytes] = []
+        self._parser: Any = None
+
+    # -- httptools' callbacks (the head, and chunked bodies) ---------------
+    def on_status(self, reason: bytes) -> None:
+        self.reason = reason.decode("utf-8", "surrogateescape")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._pairs.append(
+            (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+        )
+
+    def on_body(self, body: bytes) -> None:
+        self._pieces.append(body)
+
+    def on_message_complete(self) -> None:
+        self._complete = True
+
+    @property
+    def content(self) -> Response:
+        return self
+
+    # -- the body ------------------------------------------------------------
+    async def iter_any(self) -> AsyncIterator[memoryview | bytes]:
+        conn = self._conn
+        if conn is None:
+            return
+        if self._chunked:
+            async for piece in self._chunks(conn):
+                yield piece
+            return
+        left = self._left
+        timeout = self._pool.timeout
+        got = 0
+        while left is None or left:
+            have = conn.end - conn.start
+            if have:
+                n = have if left is None or have < left else left
+                start = conn.start
+                conn.start = start + n
+                got += n
+                if left is not None:
+                    left -= n
+                    self._left = left
+                yield conn.mv[start : start + n]
+                continue
+            if conn.eof:
+                if left is None and conn.lost is None:
+                    break  # a body the connection's end delimits
+                raise self._broken(conn, got)
+            await conn.more(timeout)
+        self._complete = True
+
+    def _broken(self, conn: _Conn, got: int) -> TruncatedError:
+        how = "reset" if conn.lost is not None else "closed"
+        if self._left is None:
+            return TruncatedError(f"connection {how} after {got} bytes (no length given)")
+        return TruncatedError(f"connection {how} after {got} of {self.content_length} bytes")
+
+    async def _chunks(self, conn: _Conn) -> AsyncIterator[bytes]:
+        pieces = self._pieces
+        got = 0
+        while True:
+            if pieces:
+                taken = pieces[:]
+                pieces.clear()
+                for piece in taken:
+                    got += len(piece)
+                    yield piece
+            if self._complete:
+                return
+            if conn.end > conn.start:
+                data = bytes(conn.mv[conn.start : conn.end])
+                conn.start = conn.end
+                try:
+                    self._parser.feed_data(data)
+                except httptools.HttpParserError as exc:
+                    raise ConnectionFailed(f"invalid response from the server: {exc}") from None
+                continue
+            if conn.eof:
+                how = "reset" if conn.lost is not None else "closed"
+                raise TruncatedError(f"connection {how} after {got} bytes of a chunked body")
+            await conn.more(self._pool.timeout)
+
+    # -- the connection --------------------------------------------------------
+    def close(self) -> None:
+        """Done with this answer; its connection goes back to the pool only
+        when the whole body was read and nothing more came."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        if (
+            self._keep
+            and (self._complete or self._left == 0)
+            and conn.start == conn.end
+            and not conn.eof
+        ):
+            self._pool.put(self._key, conn)
+        else:
+            conn.close()
+
+    release = close
+
+
+class Exchange(AbstractAsyncContextManager[Any]):
+    """One GET (``async with``, as aiohttp's ``session.get``). A redirect
+    is handed over to aiohttp: ``fallback`` sends the same request there."""
+
+    def __init__(
+        self,
+        pool: Pool,
+        url: URL,
+        head: bytes,
+        fallback: Callable[[], AbstractAsyncContextManager[Any]],
+    ) -> None:
+        self._pool = pool
+        self._url = url
+        self._head = head
+        self._fallback = fallback
+        self._resp: Response | None = None
+        self._other: AbstractAsyncContextManager[Any] | None = None
+
+    async def __aenter__(self) -> Any:
+        resp = await self._pool.send(self._url, self._head)
+        if resp.status in REDIRECTS and "Location" in resp.headers:
+            resp._keep = False
+            resp.close()
+            self._other = self._fallback()
+            return await self._other.__aenter__()
+        self._resp = resp
+        return resp
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._other is not None:
+            await self._other.__aexit__(exc_type, exc, tb)
+        elif self._resp is not None:
+            self._resp.close()
+
+
+def request_head(url: URL, headers: CIMultiDict[str]) -> bytes:
+    """The request's bytes: what aiohttp sends for a GET (``Host``,
+    ``Accept: */*``, then ours), one write."""
+    lines = [f"GET {url.raw_path_qs or '/'} HTTP/1.1"]
+    if "Host" not in headers:
+        host = url.raw_host or ""
+        if ":" in host:
+            host = f"[{host}]"
+        if not url.is_default_port():
+            host = f"{host}:{url.port}"
+        lines.append(f"Host: {host}")
+    if "Accept" not in headers:
+        lines.append("Accept: */*")
+    lines.extend(f"{name}: {value}" for name, value in headers.items())
+    lines.append("\r\n")
+    return "\r\n".join(lines).encode("utf-8", "surrogateescape")
+
+
+class Pool:
+    """Keep-alive connections by host and port. A connection is either in
+    one transfer's hands or idle here; the transfers' own bounds (``--jobs``,
+    ``--split``, ``--per-host``) bound how many there are."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._idle: dict[tuple[str, int], list[_Conn]] = {}
+
+    def request(
+        self,
+        url: URL,
+        headers: CIMultiDict[str],
+        fallback: Callable[[], AbstractAsyncContextManager[Any]],
+    ) -> Exchange:
+        return Exchange(self, url, request_head(url, headers), fallback)
+
+    def put(self, key: tuple[str, int], conn: _Conn) -> None:
+        conn.idle_since = asyncio.get_running_loop().time()
+        self._idle.setdefault(key, []).append(conn)
+
+    def _take(self, key: tuple[str, int]) -> _Conn | None:
+        idle = self._idle.get(key)
+        if not idle:
+            return None
+        now = asyncio.get_running_loop().time()
+        while idle:
+            conn = idle.pop()
+            if conn.eof or conn.start != conn.end or now - conn.idle_since > KEEP_IDLE:
+                conn.close()  # closed by the server, or sent what nobody asked for
+                continue
+            return conn
+        return None
+
+    async def _connect(self, host: str, port: int) -> _Conn:
+        loop = asyncio.get_running_loop()
+        # aiohttp's happy eyeballs (RFC 8305); uvloop does not take the argument
+        eyeballs = {"happy_eyeballs_delay": 0.25} if isinstance(loop, asyncio.BaseEventLoop) else {}
+        try:
+            async with asyncio.timeout(self.timeout):
+                _, conn = await loop.create_connection(_Conn, host, port, **eyeballs)
+        except TimeoutError:
+            raise StallError(f"connect timeout ({self.timeout:g} s)") from None
+        except socket.gaierror:
+            raise ConnectionFailed(f"DNS lookup failed for {host}") from None
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise ConnectionFailed(f"cannot connect to {host}:{port}: {reason}") from None
+        return conn
+
+    async def send(self, url: URL, head: bytes) -> Response:
+        host = url.raw_host or ""
+        key = (host, url.port or 80)
+        for again in (False, True):
+            conn = None if again else self._take(key)
+            reused = conn is not None
+            if conn is None:
+                conn = await self._connect(*key)
+            try:
+                assert conn.transport is not None
+                conn.transport.write(head)
+                return await self._answer(conn, key, url)
+            except _Stale as stale:
+                conn.close()
+                if reused:
+                    continue
+                raise ConnectionFailed(str(stale)) from None
+            except BaseException:
+                conn.close()
+                raise
+        raise ConnectionFailed("server closed the connection")
+
+    async def _answer(self, conn: _Conn, key: tuple[str, int], url: URL) -> Response:
+        """Read the head of the answer (after any 1xx), and tell how its body ends."""
+        first = True
+        while True:
+            end = conn.buf.find(b"\r\n\r\n", conn.start, conn.end)
+            if end < 0:
+                if conn.end - conn.start >= HEAD_MAX:
+                    raise ConnectionFailed(
+                        "invalid response from the server: header section too large"
+                    )
+                if conn.eof:
+                    if first and conn.end == conn.start:
+                        if conn.lost is not None:
+                            raise _Stale(f"connection error: {conn.lost}")
+                        raise _Stale("server closed the connection")
+                    raise ConnectionFailed("server closed the connection in the middle of a head")
+                await conn.more(self.timeout)
+                continue
+            first = False
+            head = bytes(conn.mv[conn.start : end + 4])
+            conn.start = end + 4
+            resp = Response(self, key, conn, url)
+            parser = httptools.HttpResponseParser(resp)
+            try:
+                parser.feed_data(head)
+            except httptools.HttpParserError as exc:
+                what = str(exc) if head.startswith(b"HTTP/") else "malformed status line"
+                raise ConnectionFailed(f"invalid response from the server: {what}") from None
+            status = parser.get_status_code()
+            if 100 <= status < 200 and status != 101:
+                continue  # 100 Continue, 103 Early Hints: the answer follows
+            resp.status = status
+            resp.headers = CIMultiDictProxy(CIMultiDict(resp._pairs))
+            resp._keep = parser.should_keep_alive()
+            self._framing(resp, parser)
+            return resp
+
+    def _framing(self, resp: Response, parser: Any) -> None:
+        status = resp.status
+        headers = resp.headers
+        if status in (204, 304) or status < 200:
+            resp._left = 0
+            return
+        if "chunked" in headers.get("Transfer-Encoding", "").lower():
+            resp._chunked = True
+            resp._left = None
+            resp._parser = parser
+            return
+        length = headers.get("Content-Length")
+        if length is None:
+            resp._left = None  # to the connection's end
+            resp._keep = False
+            return
+        length = length.strip()
+        if not length.isdigit() or not length.isascii():
+            raise ConnectionFailed(
+                f"invalid response from the server: Content-Length {length[:40]!r}"
+            )
+        resp.content_length = resp._left = int(length)
+
+    async def close(self) -> None:
+        for idle in self._idle.values():
+            for conn in idle:
+                conn.close()
+        self._idle.clear()

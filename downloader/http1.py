@@ -363,9 +363,12 @@ class Pool:
     async def _connect(self, host: str, port: int) -> _Conn:
         loop = asyncio.get_running_loop()
         # aiohttp's happy eyeballs (RFC 8305); uvloop does not take the argument
-        eyeballs = {"happy_eyeballs_delay": 0.25} if isinstance(loop, asyncio.BaseEventLoop) else {}
+        eyeballs: dict[str, Any] = (
+            {"happy_eyeballs_delay": 0.25} if isinstance(loop, asyncio.BaseEventLoop) else {}
+        )
         try:
             async with asyncio.timeout(self.timeout):
+                conn: _Conn
                 _, conn = await loop.create_connection(_Conn, host, port, **eyeballs)
         except TimeoutError:
             raise StallError(f"connect timeout ({self.timeout:g} s)") from None

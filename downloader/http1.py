@@ -419,6 +419,8 @@ class Pool:
                     raise ConnectionFailed("server closed the connection in the middle of a head")
                 await conn.more(self.timeout)
                 continue
+            if end + 4 - conn.start > HEAD_MAX:
+                raise ConnectionFailed("invalid response from the server: header section too large")
             first = False
             head = bytes(conn.mv[conn.start : end + 4])
             conn.start = end + 4

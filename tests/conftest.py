@@ -24,3 +24,14 @@ async def server() -> AsyncIterator[FaultServer]:
 
 def blob(size: int, seed: int = 0) -> bytes:
     return random.Random(seed).randbytes(size)
+
+
+@pytest.fixture(params=["http1", "aiohttp"])
+def both_paths(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Plain http:// goes by http1 unless DOWNLOADER_AIOHTTP_ONLY is set: the
+    modules that inject faults run on both ways (a subprocess inherits it)."""
+    if request.param == "aiohttp":
+        monkeypatch.setenv("DOWNLOADER_AIOHTTP_ONLY", "1")
+    else:
+        monkeypatch.delenv("DOWNLOADER_AIOHTTP_ONLY", raising=False)
+    return str(request.param)

@@ -16,6 +16,9 @@ from downloader import Downloader, Entry
 from .server import FaultServer
 from .test_cli import run_cli
 
+#: every fault here, on http1 and on aiohttp (conftest.both_paths)
+pytestmark = pytest.mark.usefixtures("both_paths")
+
 SECRET = "s3cr3t-Pa55"
 TOKEN = "TOPSECRET-TOKEN"
 

@@ -15,6 +15,9 @@ from downloader import Downloader, Entry, ProgressEvent
 from .conftest import blob
 from .server import FaultServer
 
+#: every fault here, on http1 and on aiohttp (conftest.both_paths)
+pytestmark = pytest.mark.usefixtures("both_paths")
+
 
 def files_in(root: Path) -> dict[str, bytes]:
     return {

@@ -7,12 +7,17 @@ import itertools
 import json
 from pathlib import Path
 
+import pytest
+
 from downloader import Downloader
 from downloader.config import MIN_SEGMENT
 from downloader.segments import plan
 
 from .conftest import blob
 from .server import FaultServer
+
+#: every fault here, on http1 and on aiohttp (conftest.both_paths)
+pytestmark = pytest.mark.usefixtures("both_paths")
 
 SIZE = 3 * MIN_SEGMENT + 12345
 

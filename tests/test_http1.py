@@ -1,0 +1,200 @@
+"""http1, the plain http:// path: keep-alive connections, stale ones, and the
+framing of answers, against a server that writes raw bytes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from downloader import Downloader
+
+from .server import FaultServer
+
+#: (path, number of the request on its connection, from 1) -> the bytes to
+#: send back, or None to close the connection without a word; bytes that
+#: end with CLOSE are sent, then the connection is closed
+Script = Callable[[str, int], bytes | None]
+CLOSE = b"<close>"
+
+
+def ok(body: bytes, *extra: str) -> bytes:
+    head = "".join(f"{line}\r\n" for line in extra)
+    return f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n{head}\r\n".encode() + body
+
+
+class RawServer:
+    """Reads each request's head and answers what ``script`` says, byte for byte."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.connections = 0
+        self.requests: list[str] = []
+        self.base = ""
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> RawServer:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.base = f"http://127.0.0.1:{port}"
+        return self
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        n = 0
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                path = head.split(b" ", 2)[1].decode()
+                self.requests.append(path)
+                n += 1
+                answer = self.script(path, n)
+                if answer is None:
+                    break
+                writer.write(answer.removesuffix(CLOSE))
+                await writer.drain()
+                if answer.endswith(CLOSE):
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def raw() -> AsyncIterator[Callable[[Script], RawServer]]:
+    servers: list[RawServer] = []
+
+    def make(script: Script) -> RawServer:
+        srv = RawServer(script)
+        servers.append(srv)
+        return srv
+
+    yield make
+    for srv in servers:
+        await srv.stop()
+
+
+async def test_keep_alive_connections_are_reused(
+    raw: Callable[[Script], RawServer], tmp_path: Path
+) -> None:
+    srv = await raw(lambda path, n: ok(path.encode())).start()
+    urls = [f"{srv.base}/f{i}" for i in range(30)]
+    results = await Downloader(tmp_path, jobs=3, progress=False).download(urls)
+    assert results.ok and len(results) == 30
+    assert (tmp_path / "f17").read_bytes() == b"/f17"
+    assert srv.connections <= 3
+
+
+async def test_a_connection_the_server_dropped_meanwhile_is_replaced(
+    raw: Callable[[Script], RawServer], tmp_path: Path
+) -> None:
+    """The server closes an idle connection just as the next request comes:
+    that request goes once more, on a new connection, and is no failure."""
+    srv = await raw(lambda path, n: ok(b"body") if n == 1 else None).start()
+    urls = [f"{srv.base}/f{i}" for i in range(5)]
+    results = await Downloader(tmp_path, jobs=1, retries=0, progress=False).download(urls)
+    assert results.ok, [r.error for r in results]
+    assert [r.attempts for r in results] == [1] * 5
+    assert srv.connections >= 5
+
+
+async def test_a_body_longer_than_its_length_stays_out_of_the_next_file(
+    raw: Callable[[Script], RawServer], tmp_path: Path
+) -> None:
+    def script(path: str, n: int) -> bytes | None:
+        return ok(b"hello") + b"TAIL OF A LYING SERVER" if path == "/a" else ok(b"world")
+
+    srv = await raw(script).start()
+    dl = Downloader(tmp_path, jobs=1, progress=False)
+    results = await dl.download([f"{srv.base}/a", f"{srv.base}/b"])
+    assert results.ok
+    assert (tmp_path / "a").read_bytes() == b"hello"
+    assert (tmp_path / "b").read_bytes() == b"world"
+
+
+async def test_chunked_bodies_and_a_chunked_body_cut_short(
+    raw: Callable[[Script], RawServer], tmp_path: Path
+) -> None:
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+    def script(path: str, n: int) -> bytes | None:
+        if path == "/whole":
+            return head + b"3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n"
+        return head + b"3\r\nabc\r\n10\r\nde" + CLOSE
+
+    srv = await raw(script).start()
+    dl = Downloader(tmp_path, retries=1, progress=False)
+    whole, cut = await dl.download([f"{srv.base}/whole", f"{srv.base}/cut"])
+    assert whole.status == "complete"
+    assert (tmp_path / "whole").read_bytes() == b"abcdefg"
+    assert cut.status == "failed" and cut.attempts == 2
+    assert cut.error == "connection closed after 5 bytes of a chunked body"
+    assert not (tmp_path / "cut").exists()
+
+
+async def test_informational_answers_come_before_the_answer(
+    raw: Callable[[Script], RawServer], tmp_path: Path
+) -> None:
+    early = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+    srv = await raw(lambda path, n: early + ok(b"the body")).start()
+    results = await Downloader(tmp_path, progress=False).download([f"{srv.base}/x"])
+    assert results.ok
+    assert (tmp_path / "x").read_bytes() == b"the body"
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: many\r\n\r\nbody",
+            "invalid response from the server",
+        ),
+        (b"ICY 200 OK\r\n\r\nbody", "invalid response from the server: malformed status line"),
+        (
+            b"HTTP/1.1 200 OK\r\n" + b"X-Big: " + b"y" * 70_000 + b"\r\n\r\n",
+            "invalid response from the server: header section too large",
+        ),
+    ],
+)
+async def test_a_malformed_answer_is_a_reason(
+    raw: Callable[[Script], RawServer], tmp_path: Path, answer: bytes, reason: str
+) -> None:
+    srv = await raw(lambda path, n: answer).start()
+    (record,) = await Downloader(tmp_path, retries=0, progress=False).download([f"{srv.base}/x"])
+    assert record.status == "failed"
+    assert record.error is not None and record.error.startswith(reason)
+    assert list(tmp_path.iterdir()) == [tmp_path / ".downloader"]
+
+
+async def test_a_redirect_is_followed_by_aiohttp(server: FaultServer, tmp_path: Path) -> None:
+    target = server.add("/target.bin", b"moved here")
+    server.add("/old.bin", redirect=target)
+    results = await Downloader(tmp_path, progress=False).download([f"{server.base}/old.bin"])
+    assert results.ok
+    assert (tmp_path / "old.bin").read_bytes() == b"moved here"
+    # the request goes once more through aiohttp, which follows the redirect
+    assert server.requests["/old.bin"] == 2 and server.requests["/target.bin"] == 1
+
+
+async def test_plain_http_never_loads_aiohttp(server: FaultServer, tmp_path: Path) -> None:
+    """A run of plain URLs does not pay for importing aiohttp (0.1-0.2 s)."""
+    url = server.add("/a.bin", b"abc")
+    code = (
+        "import sys\nfrom downloader import Downloader\n"
+        f"r = Downloader({str(tmp_path)!r}, progress=False).run([{url!r}])\n"
+        "print(r.ok, 'aiohttp' in sys.modules)"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    assert out.decode().split() == ["True", "False"]

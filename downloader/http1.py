@@ -21,6 +21,7 @@ knows how (hop limits, loops, credentials dropped on the way out).
 from __future__ import annotations
 
 import asyncio
+import mmap
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -33,9 +34,13 @@ from yarl import URL
 
 from .errors import ConnectionFailed, StallError, TruncatedError
 
-#: Bytes read from the socket at once, into each connection's own buffer:
-#: 256 KiB was the fastest of 64 KiB-1 MiB on the 32 MiB files (bench/).
-BUFFER = 256 * 1024
+#: Bytes read from the socket at once, into each connection's own buffer.
+#: On 20 files of 32 MiB (-j 8, to tmpfs), 1 MiB took 0.69-0.72 s, 256 KiB
+#: 0.75-0.80 s, 64 KiB 1.0-1.1 s. The buffer is an anonymous mapping: only
+#: the pages a read fills are memory (a small file's answer touches a few),
+#: and an idle connection gives back what a big one used (RELEASE_ABOVE).
+BUFFER = 1024 * 1024
+RELEASE_ABOVE = 256 * 1024
 #: The longest response head taken (aiohttp takes 8190 bytes per line).
 HEAD_MAX = 64 * 1024
 #: Seconds an idle connection is kept for the next request (aiohttp's default).
@@ -57,8 +62,10 @@ class _Conn(asyncio.BufferedProtocol):
     buffer be refilled over it."""
 
     def __init__(self) -> None:
-        self.buf = bytearray(BUFFER)
+        self.buf = mmap.mmap(-1, BUFFER)
         self.mv = memoryview(self.buf)
+        #: how far reads have filled the buffer since it was last given back
+        self.high = 0
         self.start = 0
         self.end = 0
         self.transport: asyncio.Transport | None = None
@@ -77,12 +84,14 @@ class _Conn(asyncio.BufferedProtocol):
         if start == end:
             self.start = self.end = 0
         elif end == BUFFER:  # room only before the data not yet taken
-            self.buf[: end - start] = self.mv[start:end]
+            self.buf.move(0, start, end - start)
             self.start, self.end = 0, end - start
         return self.mv[self.end :]
 
     def buffer_updated(self, nbytes: int) -> None:
         self.end += nbytes
+        if self.end > self.high:
+            self.high = self.end
         if self.end - self.start == BUFFER:
             assert self.transport is not None
             self.transport.pause_reading()
@@ -344,6 +353,9 @@ class Pool:
         return Exchange(self, url, request_head(url, headers), fallback)
 
     def put(self, key: tuple[str, int], conn: _Conn) -> None:
+        if conn.high > RELEASE_ABOVE:  # the pages a big body filled
+            conn.buf.madvise(mmap.MADV_DONTNEED)
+            conn.high = 0
         conn.idle_since = asyncio.get_running_loop().time()
         self._idle.setdefault(key, []).append(conn)
 

@@ -41,6 +41,11 @@ _CODE = {name: code for code, name in enumerate(_STATUSES)}
 _COMPLETE, _SKIPPED = _CODE["complete"], _CODE["skipped"]
 _OUTCOMES: tuple[Status, ...] = ("failed", "complete", "skipped", "failed")
 
+#: json.dumps with any argument builds a new encoder for every call; these
+#: run once per entry and once per report line
+_text = json.JSONEncoder(ensure_ascii=False).encode
+_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
 
 #: How our JSON files are written: a lone surrogate (from a URL given on the
 #: command line, a server's bytes) cannot be UTF-8, and becomes ``\udcXX``,
@@ -291,7 +296,7 @@ class RunState:
         i = self.ledger.add()
         data["i"] = i
         try:
-            self._entries.write(json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n")
+            self._entries.write(_compact(data) + "\n")
         except OSError as exc:  # jobs are read back from this file: the run cannot start
             raise StateDirError(
                 f"cannot write the run state {str(self.entries_path)!r}: {exc.strerror or exc}"
@@ -448,11 +453,11 @@ class RunState:
             error = printable(redact_text(error))
         attempts += self.ledger.attempts[i]
         self.ledger.set(i, status, nbytes, attempts, error)
-        err = "null" if error is None else json.dumps(error, ensure_ascii=False)
+        err = "null" if error is None else _text(error)
         tail = ""
         if path is not None:
             self.ledger.paths[i] = path
-            tail = ',"p":' + json.dumps(path, ensure_ascii=False)
+            tail = ',"p":' + _text(path)
         try:
             if self._journal is None:
                 self._journal = self._open_journal()
@@ -574,7 +579,7 @@ class RunState:
             for record in records:
                 f.write("\n  " if first else ",\n  ")
                 first = False
-                f.write(json.dumps(record.to_dict(), ensure_ascii=False))
+                f.write(_text(record.to_dict()))
             f.write("\n],\n" if not first else "],\n")
             f.write('"summary": ' + json.dumps(summary(), indent=2, ensure_ascii=False) + "}\n")
 

@@ -32,7 +32,7 @@ import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from .errors import ConnectionFailed, StallError, TruncatedError
+from .errors import ConnectionFailed, DownloadError, StallError, TruncatedError
 
 #: Bytes read from the socket at once, into each connection's own buffer.
 #: On 20 files of 32 MiB (-j 8, to tmpfs), 1 MiB took 0.69-0.72 s, 256 KiB
@@ -41,8 +41,8 @@ from .errors import ConnectionFailed, StallError, TruncatedError
 #: and an idle connection gives back what a big one used (RELEASE_ABOVE).
 BUFFER = 1024 * 1024
 RELEASE_ABOVE = 256 * 1024
-#: The longest response head taken (aiohttp takes 8190 bytes per line).
-HEAD_MAX = 64 * 1024
+#: The longest response head taken (curl takes 100 KiB per line).
+HEAD_MAX = 256 * 1024
 #: Seconds an idle connection is kept for the next request (aiohttp's default).
 KEEP_IDLE = 15.0
 #: Statuses aiohttp follows (with a Location): the request goes to it again.
@@ -186,7 +186,14 @@ class Response:
         )
 
     def on_body(self, body: bytes) -> None:
-        self._pieces.append(body)
+        if self._complete:  # bytes after the message: another answer, or junk
+            self._keep = False
+        else:
+            self._pieces.append(body)
+
+    def on_message_begin(self) -> None:
+        if self._complete:
+            self._keep = False
 
     def on_message_complete(self) -> None:
         self._complete = True
@@ -250,7 +257,9 @@ class Response:
                 try:
                     self._parser.feed_data(data)
                 except httptools.HttpParserError as exc:
-                    raise ConnectionFailed(f"invalid response from the server: {exc}") from None
+                    self._keep = False
+                    if not self._complete:  # (after it: bytes nobody asked for)
+                        raise ConnectionFailed(f"invalid response from the server: {exc}") from None
                 continue
             if conn.eof:
                 how = "reset" if conn.lost is not None else "closed"
@@ -264,6 +273,10 @@ class Response:
         conn, self._conn = self._conn, None
         if conn is None:
             return
+        left = self._left
+        if left and not self._chunked and conn.end - conn.start >= left:
+            conn.start += left  # an error page, a redirect's body: already here
+            self._left = 0
         if (
             self._keep
             and (self._complete or self._left == 0)
@@ -278,32 +291,80 @@ class Response:
 
 
 class Exchange(AbstractAsyncContextManager[Any]):
-    """One GET (``async with``, as aiohttp's ``session.get``). A redirect
-    is handed over to aiohttp: ``fallback`` sends the same request there."""
+    """One GET (``async with``, as aiohttp's ``session.get``), redirects
+    followed as aiohttp follows them: at most ``max_redirects`` (then "too
+    many redirects", or "redirect loop" when a URL comes back), credentials
+    dropped on the way to another origin (Authorization, Cookie as aiohttp
+    does; ``secrets`` for a hop away from the first URL's origin). A hop to
+    what is not plain http (https, a login in the URL) goes to aiohttp:
+    ``handover(url, headers, redirects_left)``."""
 
     def __init__(
         self,
         pool: Pool,
         url: URL,
-        head: bytes,
-        fallback: Callable[[], AbstractAsyncContextManager[Any]],
+        headers: CIMultiDict[str],
+        max_redirects: int,
+        secrets: frozenset[str],
+        handover: Callable[[str, CIMultiDict[str], int], AbstractAsyncContextManager[Any]],
     ) -> None:
         self._pool = pool
         self._url = url
-        self._head = head
-        self._fallback = fallback
+        self._headers = headers
+        self._max_redirects = max_redirects
+        self._secrets = secrets
+        self._handover = handover
         self._resp: Response | None = None
         self._other: AbstractAsyncContextManager[Any] | None = None
 
     async def __aenter__(self) -> Any:
-        resp = await self._pool.send(self._url, self._head)
-        if resp.status in REDIRECTS and "Location" in resp.headers:
-            resp._keep = False
+        url, headers = self._url, self._headers
+        home = url.origin()
+        hops: list[str] = []
+        while True:
+            resp = await self._pool.send(url, request_head(url, headers))
+            location = (
+                (resp.headers.get("Location") or resp.headers.get("URI"))
+                if (resp.status in REDIRECTS)
+                else None
+            )
+            if not location:
+                self._resp = resp
+                return resp
             resp.close()
-            self._other = self._fallback()
-            return await self._other.__aenter__()
-        self._resp = resp
-        return resp
+            hops.append(str(url))
+            if len(hops) > self._max_redirects:
+                if len(set(hops)) < len(hops):
+                    raise DownloadError(f"redirect loop ({len(hops)} redirects)")
+                raise DownloadError(f"too many redirects (more than {len(hops) - 1})")
+            url, headers = self._next(url, headers, location, home)
+            if url.scheme != "http" or url.user is not None or url.password is not None:
+                self._other = self._handover(str(url), headers, self._max_redirects - len(hops))
+                return await self._other.__aenter__()
+
+    def _next(
+        self, url: URL, headers: CIMultiDict[str], location: str, home: URL
+    ) -> tuple[URL, CIMultiDict[str]]:
+        try:
+            target = URL(location)  # requoted, as aiohttp does
+            scheme = target.scheme
+            if scheme and scheme not in ("http", "https"):
+                name = f"{scheme}:" if len(scheme) < 20 else location[:40]
+                raise DownloadError(f"redirect to a non-HTTP URL refused: {name}")
+            if not scheme:
+                target = url.join(target)
+            origin = target.origin()
+        except ValueError:
+            raise DownloadError("redirect to an invalid URL") from None
+        if origin != url.origin() or origin != home:
+            headers = CIMultiDict(headers)
+            if origin != url.origin():
+                for name in ("Authorization", "Cookie", "Proxy-Authorization"):
+                    headers.popall(name, None)
+            if origin != home:
+                for name in self._secrets:
+                    headers.popall(name, None)
+        return target, headers
 
     async def __aexit__(
         self,
@@ -335,6 +396,27 @@ def request_head(url: URL, headers: CIMultiDict[str]) -> bytes:
     return "\r\n".join(lines).encode("utf-8", "surrogateescape")
 
 
+def _too_large() -> DownloadError:
+    return DownloadError("invalid response from the server: header section over 256 KiB")
+
+
+class _Sink:
+    """httptools' callbacks for a head that is only looked at."""
+
+
+def _not_a_head(conn: _Conn) -> None:
+    """What was received cannot become a response head: say so now, not
+    after --timeout of waiting for the blank line that ends a head."""
+    have = min(conn.end - conn.start, 5)
+    if have and conn.buf[conn.start : conn.start + have] != b"HTTP/"[:have]:
+        raise ConnectionFailed("invalid response from the server: malformed status line")
+    if conn.buf.find(b"\n\n", conn.start, conn.end) >= 0:  # ended, without CRs
+        try:
+            httptools.HttpResponseParser(_Sink()).feed_data(conn.buf[conn.start : conn.end])
+        except httptools.HttpParserError as exc:
+            raise ConnectionFailed(f"invalid response from the server: {exc}") from None
+
+
 class Pool:
     """Keep-alive connections by host and port. A connection is either in
     one transfer's hands or idle here; the transfers' own bounds (``--jobs``,
@@ -348,9 +430,11 @@ class Pool:
         self,
         url: URL,
         headers: CIMultiDict[str],
-        fallback: Callable[[], AbstractAsyncContextManager[Any]],
+        max_redirects: int,
+        secrets: frozenset[str],
+        handover: Callable[[str, CIMultiDict[str], int], AbstractAsyncContextManager[Any]],
     ) -> Exchange:
-        return Exchange(self, url, request_head(url, headers), fallback)
+        return Exchange(self, url, headers, max_redirects, secrets, handover)
 
     def put(self, key: tuple[str, int], conn: _Conn) -> None:
         if conn.high > RELEASE_ABOVE:  # the pages a big body filled
@@ -419,20 +503,21 @@ class Pool:
         while True:
             end = conn.buf.find(b"\r\n\r\n", conn.start, conn.end)
             if end < 0:
+                _not_a_head(conn)
                 if conn.end - conn.start >= HEAD_MAX:
-                    raise ConnectionFailed(
-                        "invalid response from the server: header section too large"
-                    )
+                    raise _too_large()
                 if conn.eof:
                     if first and conn.end == conn.start:
                         if conn.lost is not None:
                             raise _Stale(f"connection error: {conn.lost}")
                         raise _Stale("server closed the connection")
+                    if conn.lost is not None:
+                        raise ConnectionFailed(f"connection error: {conn.lost}")
                     raise ConnectionFailed("server closed the connection in the middle of a head")
                 await conn.more(self.timeout)
                 continue
             if end + 4 - conn.start > HEAD_MAX:
-                raise ConnectionFailed("invalid response from the server: header section too large")
+                raise _too_large()
             first = False
             head = bytes(conn.mv[conn.start : end + 4])
             conn.start = end + 4
@@ -440,6 +525,8 @@ class Pool:
             parser = httptools.HttpResponseParser(resp)
             try:
                 parser.feed_data(head)
+            except httptools.HttpParserUpgrade:
+                pass  # a 101: judged by its status, as any other that is no content
             except httptools.HttpParserError as exc:
                 what = str(exc) if head.startswith(b"HTTP/") else "malformed status line"
                 raise ConnectionFailed(f"invalid response from the server: {what}") from None
@@ -447,8 +534,16 @@ class Pool:
             if 100 <= status < 200 and status != 101:
                 continue  # 100 Continue, 103 Early Hints: the answer follows
             resp.status = status
-            resp.headers = CIMultiDictProxy(CIMultiDict(resp._pairs))
-            resp._keep = parser.should_keep_alive()
+            headers = resp.headers = CIMultiDictProxy(CIMultiDict(resp._pairs))
+            # (httptools' should_keep_alive() says no once a message is
+            # complete, as one with no body is at its head)
+            tokens = {
+                t.strip() for t in ",".join(headers.getall("Connection", ())).lower().split(",")
+            }
+            if parser.get_http_version() == "1.1":
+                resp._keep = "close" not in tokens and status != 101
+            else:
+                resp._keep = "keep-alive" in tokens
             self._framing(resp, parser)
             return resp
 
@@ -458,10 +553,16 @@ class Pool:
         if status in (204, 304) or status < 200:
             resp._left = 0
             return
-        if "chunked" in headers.get("Transfer-Encoding", "").lower():
-            resp._chunked = True
+        codings = ",".join(headers.getall("Transfer-Encoding", ())).lower().split(",")
+        if codings != [""]:
+            # chunked only as the last coding; else the body runs to the
+            # connection's end, whatever Content-Length says (RFC 9112 §6.3)
+            if codings[-1].strip() == "chunked":
+                resp._chunked = True
+                resp._parser = parser
+            else:
+                resp._keep = False
             resp._left = None
-            resp._parser = parser
             return
         length = headers.get("Content-Length")
         if length is None:

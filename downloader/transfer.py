@@ -141,6 +141,11 @@ class Context:
 _AIOHTTP_STRIPS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
 
+def _secret_names(headers: CIMultiDict[str]) -> set[str]:
+    """Secret-looking headers that aiohttp would not drop on its own."""
+    return {k for k in headers if is_secret_header(k) and k.lower() not in _AIOHTTP_STRIPS}
+
+
 def _secrets_stay_home(url: str, names: set[str]) -> Any:
     """A client middleware (run for every hop of a redirect chain) that
     drops secret-looking headers (X-Api-Key, tokens) on a hop to another
@@ -541,20 +546,32 @@ class Transfer:
         fast = self._guard[1]
         if fast is not None:
             assert ctx.fast is not None
-            return ctx.fast.request(fast, headers, lambda: self._aiohttp_get(url, headers))
+            return ctx.fast.request(
+                fast,
+                headers,
+                ctx.settings.max_redirects,
+                frozenset(_secret_names(headers)),
+                lambda hop, hop_headers, left: self._aiohttp_get(hop, hop_headers, url, left),
+            )
         return self._aiohttp_get(url, headers)
 
     def _aiohttp_get(
-        self, url: str, headers: CIMultiDict[str]
+        self,
+        url: str,
+        headers: CIMultiDict[str],
+        home: str | None = None,
+        max_redirects: int | None = None,
     ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        """A GET through aiohttp; ``home``: the entry's URL, when this is a
+        redirect that http1 followed to where it does not go (https)."""
         ctx = self.ctx
         settings = ctx.settings
         session, timeout = ctx.http_session()
-        extra = self._guard[2]
+        extra = self._guard[2] if home is None else None
         if extra is None:  # once per entry and mirror, not per request
-            names = {k for k in headers if is_secret_header(k) and k.lower() not in _AIOHTTP_STRIPS}
+            names = _secret_names(headers)
             extra = {}
-            ours = (_secrets_stay_home(url, names),) if names else ()
+            ours = (_secrets_stay_home(home or url, names),) if names else ()
             if ctx.proxies.active:  # the proxy is chosen per hop: proxies.py
                 ours = (*ours, ctx.proxies.middleware)
             if ours:
@@ -562,11 +579,15 @@ class Transfer:
                 # middlewares (signing, logging) must still run
                 own = tuple(getattr(session, "_middlewares", None) or ())
                 extra["middlewares"] = (*own, *ours)
-            self._guard = (self._guard[0], self._guard[1], extra)
+            if home is None:
+                self._guard = (self._guard[0], self._guard[1], extra)
+        if max_redirects is None:
+            max_redirects = settings.max_redirects
         return session.get(
             wire_url(url),
             headers=headers,
-            max_redirects=settings.max_redirects + 1,
+            # aiohttp refuses the redirect that makes the count reach this
+            max_redirects=max_redirects + 1,
             timeout=timeout,
             auto_decompress=False,
             ssl=not settings.insecure,

@@ -160,29 +160,127 @@ async def test_informational_answers_come_before_the_answer(
         ),
         (b"ICY 200 OK\r\n\r\nbody", "invalid response from the server: malformed status line"),
         (
-            b"HTTP/1.1 200 OK\r\n" + b"X-Big: " + b"y" * 70_000 + b"\r\n\r\n",
-            "invalid response from the server: header section too large",
+            b"HTTP/1.1 200 OK\r\n" + b"X-Big: " + b"y" * 270_000 + b"\r\n\r\n",
+            "invalid response from the server: header section over 256 KiB",
         ),
+        # answers that can never end a head: at once, not after --timeout
+        (
+            b"HTTP/1.1 200 OK\nContent-Length: 4\n\nbody",
+            "invalid response from the server: Missing expected CR",
+        ),
+        (b"\x00\x00\x12\x04\x00\x00\x00\x00", "invalid response from the server: malformed"),
     ],
 )
 async def test_a_malformed_answer_is_a_reason(
     raw: Callable[[Script], RawServer], tmp_path: Path, answer: bytes, reason: str
 ) -> None:
-    srv = await raw(lambda path, n: answer).start()
-    (record,) = await Downloader(tmp_path, retries=0, progress=False).download([f"{srv.base}/x"])
+    srv = await raw(lambda path, n: answer).start()  # and the connection stays open
+    dl = Downloader(tmp_path, retries=0, timeout=20, progress=False)
+    (record,) = await dl.download([f"{srv.base}/x"])
     assert record.status == "failed"
     assert record.error is not None and record.error.startswith(reason)
     assert list(tmp_path.iterdir()) == [tmp_path / ".downloader"]
 
 
-async def test_a_redirect_is_followed_by_aiohttp(server: FaultServer, tmp_path: Path) -> None:
+async def test_a_chunked_body_ends_where_its_message_does(
+    raw: Callable[[Script], RawServer], tmp_path: Path
+) -> None:
+    """Bytes after the last chunk (a stray answer, in the same write) are no
+    part of the file, and the connection they came on is not used again."""
+    body = b"x" * 10_000
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunked += b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    srv = await raw(lambda path, n: chunked + ok(b"stray") if path == "/a" else ok(b"b")).start()
+    results = await Downloader(tmp_path, jobs=1, progress=False).download(
+        [f"{srv.base}/a", f"{srv.base}/b"]
+    )
+    assert results.ok
+    assert (tmp_path / "a").read_bytes() == body
+    assert (tmp_path / "b").read_bytes() == b"b"
+    assert srv.connections == 2
+
+
+@pytest.mark.parametrize("coding", ["gzip", "chunked, gzip", "xchunked"])
+async def test_a_body_not_chunked_last_runs_to_the_close(
+    raw: Callable[[Script], RawServer], tmp_path: Path, coding: str
+) -> None:
+    answer = f"HTTP/1.1 200 OK\r\nTransfer-Encoding: {coding}\r\n\r\n".encode() + b"as sent"
+    srv = await raw(lambda path, n: answer + CLOSE).start()
+    results = await Downloader(tmp_path, progress=False).download([f"{srv.base}/x"])
+    assert results.ok
+    assert (tmp_path / "x").read_bytes() == b"as sent"
+
+
+async def test_connections_outlive_empty_bodies_and_error_pages(
+    raw: Callable[[Script], RawServer], tmp_path: Path
+) -> None:
+    def script(path: str, n: int) -> bytes | None:
+        if path.startswith("/gone"):
+            page = b"<h1>not here</h1>"
+            return f"HTTP/1.1 404 Not Found\r\nContent-Length: {len(page)}\r\n\r\n".encode() + page
+        return ok(b"")
+
+    srv = await raw(script).start()
+    urls = [f"{srv.base}/{'gone' if i % 2 else 'empty'}{i}" for i in range(10)]
+    results = await Downloader(tmp_path, jobs=1, progress=False).download(urls)
+    assert [r.status for r in results] == ["complete", "failed"] * 5
+    assert srv.connections == 1
+
+
+async def test_a_101_is_an_answer_like_any_other(
+    raw: Callable[[Script], RawServer], tmp_path: Path
+) -> None:
+    answer = (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    )
+    srv = await raw(lambda path, n: answer).start()
+    (record,) = await Downloader(tmp_path, progress=False).download([f"{srv.base}/x"])
+    assert record.status == "failed" and record.error == "HTTP 101 Switching Protocols"
+
+
+async def test_a_redirect_is_followed_on_the_connections_it_has(
+    server: FaultServer, tmp_path: Path
+) -> None:
     target = server.add("/target.bin", b"moved here")
     server.add("/old.bin", redirect=target)
     results = await Downloader(tmp_path, progress=False).download([f"{server.base}/old.bin"])
     assert results.ok
     assert (tmp_path / "old.bin").read_bytes() == b"moved here"
-    # the request goes once more through aiohttp, which follows the redirect
-    assert server.requests["/old.bin"] == 2 and server.requests["/target.bin"] == 1
+    assert server.requests["/old.bin"] == 1 and server.requests["/target.bin"] == 1
+
+
+async def test_a_redirect_given_once_is_followed(
+    raw: Callable[[Script], RawServer], tmp_path: Path
+) -> None:
+    """A one-time redirect (a signed URL) is followed, not asked for again."""
+    asked: list[str] = []
+
+    def script(path: str, n: int) -> bytes | None:
+        asked.append(path)
+        if path == "/file" and asked.count("/file") == 1:
+            return b"HTTP/1.1 302 Found\r\nLocation: /signed?t=1\r\nContent-Length: 0\r\n\r\n"
+        return ok(b"signed body" if path.startswith("/signed") else b"second answer")
+
+    srv = await raw(script).start()
+    results = await Downloader(tmp_path, progress=False).download([f"{srv.base}/file"])
+    assert results.ok
+    assert (tmp_path / "file").read_bytes() == b"signed body"
+    assert asked == ["/file", "/signed?t=1"]
+
+
+@pytest.mark.parametrize(
+    ("limit", "reason"),
+    [(5, "redirect loop (6 redirects)"), (0, "too many redirects (more than 0)")],
+)
+async def test_redirects_are_counted(
+    raw: Callable[[Script], RawServer], tmp_path: Path, limit: int, reason: str
+) -> None:
+    hop = b"HTTP/1.1 302 Found\r\nLocation: /%s\r\nContent-Length: 0\r\n\r\n"
+    srv = await raw(lambda path, n: hop % (b"b" if path == "/a" else b"a")).start()
+    dl = Downloader(tmp_path, max_redirects=limit, progress=False)
+    (record,) = await dl.download([f"{srv.base}/a"])
+    assert record.status == "failed" and record.error == reason
+    assert len(srv.requests) == limit + 1
 
 
 async def test_plain_http_never_loads_aiohttp(server: FaultServer, tmp_path: Path) -> None:

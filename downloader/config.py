@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -48,6 +48,16 @@ def is_secret_header(name: str) -> bool:
     """Whether a header's value must never be written to disk."""
     lowered = name.lower()
     return any(word in lowered for word in _SECRET_WORDS)
+
+
+#: Headers aiohttp itself drops on a redirect to another origin (http1 too).
+ORIGIN_BOUND = frozenset({"authorization", "proxy-authorization", "cookie"})
+
+
+def secret_names(headers: Iterable[str]) -> set[str]:
+    """The other secret-looking headers (X-Api-Key, tokens): kept on the
+    origin the user named, through every redirect."""
+    return {k for k in headers if is_secret_header(k) and k.lower() not in ORIGIN_BOUND}
 
 
 DEFAULT_AGENT = f"downloader/{__version__}"

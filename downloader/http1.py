@@ -32,6 +32,7 @@ import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from .config import secret_names
 from .errors import ConnectionFailed, DownloadError, StallError, TruncatedError
 
 #: Bytes read from the socket at once, into each connection's own buffer.
@@ -295,7 +296,7 @@ class Exchange(AbstractAsyncContextManager[Any]):
     followed as aiohttp follows them: at most ``max_redirects`` (then "too
     many redirects", or "redirect loop" when a URL comes back), credentials
     dropped on the way to another origin (Authorization, Cookie as aiohttp
-    does; ``secrets`` for a hop away from the first URL's origin). A hop to
+    does; the other secret headers on a hop away from the first URL's origin). A hop to
     what is not plain http (https, a login in the URL) goes to aiohttp:
     ``handover(url, headers, redirects_left)``."""
 
@@ -305,21 +306,18 @@ class Exchange(AbstractAsyncContextManager[Any]):
         url: URL,
         headers: CIMultiDict[str],
         max_redirects: int,
-        secrets: frozenset[str],
         handover: Callable[[str, CIMultiDict[str], int], AbstractAsyncContextManager[Any]],
     ) -> None:
         self._pool = pool
         self._url = url
         self._headers = headers
         self._max_redirects = max_redirects
-        self._secrets = secrets
         self._handover = handover
         self._resp: Response | None = None
         self._other: AbstractAsyncContextManager[Any] | None = None
 
     async def __aenter__(self) -> Any:
         url, headers = self._url, self._headers
-        home = url.origin()
         hops: list[str] = []
         while True:
             resp = await self._pool.send(url, request_head(url, headers))
@@ -337,7 +335,7 @@ class Exchange(AbstractAsyncContextManager[Any]):
                 if len(set(hops)) < len(hops):
                     raise DownloadError(f"redirect loop ({len(hops)} redirects)")
                 raise DownloadError(f"too many redirects (more than {len(hops) - 1})")
-            url, headers = self._next(url, headers, location, home)
+            url, headers = self._next(url, headers, location, self._url.origin())
             if url.scheme != "http" or url.user is not None or url.password is not None:
                 self._other = self._handover(str(url), headers, self._max_redirects - len(hops))
                 return await self._other.__aenter__()
@@ -362,7 +360,7 @@ class Exchange(AbstractAsyncContextManager[Any]):
                 for name in ("Authorization", "Cookie", "Proxy-Authorization"):
                     headers.popall(name, None)
             if origin != home:
-                for name in self._secrets:
+                for name in secret_names(self._headers):
                     headers.popall(name, None)
         return target, headers
 
@@ -431,10 +429,9 @@ class Pool:
         url: URL,
         headers: CIMultiDict[str],
         max_redirects: int,
-        secrets: frozenset[str],
         handover: Callable[[str, CIMultiDict[str], int], AbstractAsyncContextManager[Any]],
     ) -> Exchange:
-        return Exchange(self, url, headers, max_redirects, secrets, handover)
+        return Exchange(self, url, headers, max_redirects, handover)
 
     def put(self, key: tuple[str, int], conn: _Conn) -> None:
         if conn.high > RELEASE_ABOVE:  # the pages a big body filled
@@ -537,13 +534,11 @@ class Pool:
             headers = resp.headers = CIMultiDictProxy(CIMultiDict(resp._pairs))
             # (httptools' should_keep_alive() says no once a message is
             # complete, as one with no body is at its head)
-            tokens = {
-                t.strip() for t in ",".join(headers.getall("Connection", ())).lower().split(",")
-            }
+            connection = headers.get("Connection", "").lower()
             if parser.get_http_version() == "1.1":
-                resp._keep = "close" not in tokens and status != 101
+                resp._keep = "close" not in connection and status != 101
             else:
-                resp._keep = "keep-alive" in tokens
+                resp._keep = "keep-alive" in connection
             self._framing(resp, parser)
             return resp
 
@@ -553,8 +548,8 @@ class Pool:
         if status in (204, 304) or status < 200:
             resp._left = 0
             return
-        codings = ",".join(headers.getall("Transfer-Encoding", ())).lower().split(",")
-        if codings != [""]:
+        if "Transfer-Encoding" in headers:
+            codings = ",".join(headers.getall("Transfer-Encoding")).lower().split(",")
             # chunked only as the last coding; else the body runs to the
             # connection's end, whatever Content-Length says (RFC 9112 §6.3)
             if codings[-1].strip() == "chunked":

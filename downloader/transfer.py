@@ -26,7 +26,7 @@ import aiofiles
 from multidict import CIMultiDict
 from yarl import URL
 
-from .config import WRITE_SLICE, Settings, is_secret_header
+from .config import WRITE_SLICE, Settings, secret_names
 from .errors import (
     ChecksumMismatch,
     DownloadError,
@@ -135,15 +135,6 @@ class Context:
         if self._session is None:
             self._session = self.open_session()
         return self._session
-
-
-#: Headers aiohttp itself drops on a redirect to another origin.
-_AIOHTTP_STRIPS = frozenset({"authorization", "proxy-authorization", "cookie"})
-
-
-def _secret_names(headers: CIMultiDict[str]) -> set[str]:
-    """Secret-looking headers that aiohttp would not drop on its own."""
-    return {k for k in headers if is_secret_header(k) and k.lower() not in _AIOHTTP_STRIPS}
 
 
 def _secrets_stay_home(url: str, names: set[str]) -> Any:
@@ -550,7 +541,6 @@ class Transfer:
                 fast,
                 headers,
                 ctx.settings.max_redirects,
-                frozenset(_secret_names(headers)),
                 lambda hop, hop_headers, left: self._aiohttp_get(hop, hop_headers, url, left),
             )
         return self._aiohttp_get(url, headers)
@@ -569,7 +559,7 @@ class Transfer:
         session, timeout = ctx.http_session()
         extra = self._guard[2] if home is None else None
         if extra is None:  # once per entry and mirror, not per request
-            names = _secret_names(headers)
+            names = secret_names(headers)
             extra = {}
             ours = (_secrets_stay_home(home or url, names),) if names else ()
             if ctx.proxies.active:  # the proxy is chosen per hop: proxies.py

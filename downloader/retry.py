@@ -88,6 +88,21 @@ def status_error(resp: aiohttp.ClientResponse) -> HTTPStatusError:
     return err
 
 
+def redirect_error(urls: list[str]) -> DownloadError:
+    """Past ``--max-redirects``: ``urls`` answered with a redirect each."""
+    if len(set(urls)) < len(urls):
+        return DownloadError(f"redirect loop ({len(urls)} redirects)")
+    return DownloadError(f"too many redirects (more than {max(len(urls) - 1, 0)})")
+
+
+def redirect_history(exc: BaseException) -> list[str] | None:
+    """The URLs that redirected, when aiohttp gave up on too many of them."""
+    aiohttp = sys.modules.get("aiohttp")
+    if aiohttp is None or not isinstance(exc, aiohttp.TooManyRedirects):
+        return None
+    return [str(r.url) for r in exc.history]
+
+
 def is_client_error(exc: BaseException) -> bool:
     """Whether aiohttp raised it (when aiohttp is loaded at all: http1)."""
     aiohttp = sys.modules.get("aiohttp")
@@ -113,10 +128,7 @@ def _client_error(exc: BaseException, timeout: float) -> DownloadError:
     import aiohttp
 
     if isinstance(exc, aiohttp.TooManyRedirects):
-        urls = [str(r.url) for r in exc.history]
-        if len(set(urls)) < len(urls):
-            return DownloadError(f"redirect loop ({len(urls)} redirects)")
-        return DownloadError(f"too many redirects (more than {max(len(urls) - 1, 0)})")
+        return redirect_error([str(r.url) for r in exc.history])
     if isinstance(exc, aiohttp.NonHttpUrlRedirectClientError):
         return DownloadError(f"redirect to a non-HTTP URL refused: {_scheme_of(str(exc))}")
     if isinstance(exc, aiohttp.InvalidUrlRedirectClientError):

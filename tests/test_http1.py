@@ -33,6 +33,8 @@ class RawServer:
         self.script = script
         self.connections = 0
         self.requests: list[str] = []
+        #: every request's head, as received
+        self.heads: list[bytes] = []
         self.base = ""
         self._server: asyncio.Server | None = None
 
@@ -55,6 +57,7 @@ class RawServer:
                 head = await reader.readuntil(b"\r\n\r\n")
                 path = head.split(b" ", 2)[1].decode()
                 self.requests.append(path)
+                self.heads.append(head)
                 n += 1
                 answer = self.script(path, n)
                 if answer is None:
@@ -296,3 +299,64 @@ async def test_plain_http_never_loads_aiohttp(server: FaultServer, tmp_path: Pat
     )
     out, _ = await proc.communicate()
     assert out.decode().split() == ["True", "False"]
+
+
+def moved(location: str) -> bytes:
+    return f"HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n".encode()
+
+
+async def test_locations_as_aiohttp_reads_them(
+    raw: Callable[[Script], RawServer], tmp_path: Path
+) -> None:
+    """``http:/path`` is a path on the same server, and a value's trailing
+    blanks are no part of it (nor of an ETag)."""
+
+    def script(path: str, n: int) -> bytes | None:
+        if path == "/a":
+            return moved("http:/b")
+        if path == "/b":
+            return moved("/c   ")
+        return ok(b"here", 'ETag: "v1"  ')
+
+    srv = await raw(script).start()
+    results = await Downloader(tmp_path, progress=False).download([f"{srv.base}/a"])
+    assert results.ok
+    assert srv.requests == ["/a", "/b", "/c"]
+    assert (tmp_path / "a").read_bytes() == b"here"
+
+
+async def test_a_secret_header_comes_back_with_its_origin(
+    raw: Callable[[Script], RawServer], tmp_path: Path
+) -> None:
+    """X-Api-Key stays off another origin's requests, and is sent again when
+    the chain comes back to the origin the user named."""
+    other = await raw(lambda path, n: moved(f"{home.base}/final")).start()
+    home = await raw(
+        lambda path, n: moved(f"{other.base}/x") if path == "/start" else ok(b"f")
+    ).start()
+    dl = Downloader(
+        tmp_path, headers={"X-Api-Key": "k3y", "Authorization": "Bearer t"}, progress=False
+    )
+    results = await dl.download([f"{home.base}/start"])
+    assert results.ok
+    first, final = home.heads
+    assert b"X-Api-Key: k3y" in first and b"Authorization: Bearer t" in first
+    assert b"X-Api-Key" not in other.heads[0] and b"Authorization" not in other.heads[0]
+    assert b"X-Api-Key: k3y" in final
+    assert b"Authorization" not in final  # as aiohttp: once off its origin, gone
+
+
+async def test_bodies_of_redirects_keep_their_connection(
+    raw: Callable[[Script], RawServer], tmp_path: Path
+) -> None:
+    chunked = b"HTTP/1.1 302 Found\r\nLocation: /to%s\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunked += b"5\r\nmoved\r\n0\r\n\r\n"
+
+    def script(path: str, n: int) -> bytes | None:
+        return chunked % path[1:].encode() if not path.startswith("/to") else ok(b"x")
+
+    srv = await raw(script).start()
+    urls = [f"{srv.base}/f{i}" for i in range(20)]
+    results = await Downloader(tmp_path, jobs=2, progress=False).download(urls)
+    assert results.ok
+    assert srv.connections <= 2

@@ -78,3 +78,20 @@ async def test_tls_failures_read_as_sentences(
     assert untrusted.startswith("TLS certificate verification failed: ")
     assert not_tls == "TLS error: the server does not speak TLS (an http:// URL?)"
     assert "_ssl.c" not in untrusted + not_tls and "[SSL" not in untrusted + not_tls
+
+
+async def test_redirects_are_counted_across_http_and_https(
+    tls_server: FaultServer, server: FaultServer, tmp_path: Path
+) -> None:
+    """A chain that goes on over https (aiohttp) is counted whole: the plain
+    hops followed first by http1 are not forgotten."""
+    server.add("/a", redirect=tls_server.base + "/b")
+    tls_server.add("/b", redirect=server.base + "/c")
+    server.add("/c", redirect=tls_server.base + "/d")
+    tls_server.add("/d", redirect=server.base + "/a")
+    dl = Downloader(tmp_path, insecure=True, max_redirects=2, progress=False)
+    (record,) = await dl.download([server.base + "/a"])
+    assert record.error == "too many redirects (more than 2)"
+    dl = Downloader(tmp_path, insecure=True, max_redirects=5, progress=False)
+    (record,) = await dl.download([server.base + "/a"])
+    assert record.error == "redirect loop (6 redirects)"

@@ -557,6 +557,8 @@ class Transfer:
         ctx = self.ctx
         settings = ctx.settings
         session, timeout = ctx.http_session()
+        if home is not None and has_userinfo(url) and "Authorization" in headers:
+            url = strip_userinfo(url)  # the header wins, as for the entry's own URL
         extra = self._guard[2] if home is None else None
         if extra is None:  # once per entry and mirror, not per request
             names = secret_names(headers)
@@ -774,10 +776,10 @@ class Transfer:
         received = 0
         write = os.write
         try:
-            # Each chunk is written as it comes, straight from aiohttp's
-            # buffer while it is still in the CPU cache (no BufferedWriter:
-            # one more copy, of colder memory), in writes of at most 64 KiB
-            # (see WRITE_SLICE). Under --limit-rate, chunks are small and
+            # Each chunk is written as it comes, straight from the client's
+            # buffer (http1's, aiohttp's) while it is still in the CPU cache
+            # (no BufferedWriter: one more copy, of colder memory), in writes
+            # of at most WRITE_SLICE. Under --limit-rate, chunks are small and
             # paid for before they land: the cap holds from the first byte.
             chunks = resp.content.iter_any() if limiter is None else limiter.chunks(resp)
             async for chunk in chunks:

@@ -360,3 +360,18 @@ async def test_bodies_of_redirects_keep_their_connection(
     results = await Downloader(tmp_path, jobs=2, progress=False).download(urls)
     assert results.ok
     assert srv.connections <= 2
+
+
+async def test_a_login_in_a_location_yields_to_an_authorization_header(
+    raw: Callable[[Script], RawServer], tmp_path: Path
+) -> None:
+    """As for the entry's own URL (curl's rule): the header the user gave wins."""
+
+    def script(path: str, n: int) -> bytes | None:
+        return moved(f"http://u:p@{srv.base[7:]}/b") if path == "/a" else ok(b"b")
+
+    srv = await raw(script).start()
+    dl = Downloader(tmp_path, headers={"Authorization": "Bearer t"}, progress=False)
+    results = await dl.download([f"{srv.base}/a"])
+    assert results.ok, results[0].error
+    assert b"Authorization: Bearer t" in srv.heads[1]

@@ -43,6 +43,11 @@ from .retry import redirect_error, redirect_history
 #: and an idle connection gives back what a big one used (RELEASE_ABOVE).
 BUFFER = 1024 * 1024
 RELEASE_ABOVE = 256 * 1024
+#: A body's reader is woken when this much of it has come (or its rest, or
+#: FLUSH seconds brought less): the socket is read in ~100 KB pieces on
+#: loopback, and a wake-up per piece cost more than the piece's write.
+WAKE_AT = 256 * 1024
+FLUSH = 0.05
 #: The longest response head taken (curl takes 100 KiB per line).
 HEAD_MAX = 256 * 1024
 #: Seconds an idle connection is kept for the next request (aiohttp's default).
@@ -76,6 +81,9 @@ class _Conn(asyncio.BufferedProtocol):
         self.lost: BaseException | None = None
         self.paused = False
         self.idle_since = 0.0
+        #: bytes the reader waits for before it is woken (see WAKE_AT)
+        self.want = 1
+        self.timer: asyncio.TimerHandle | None = None
 
     # -- asyncio's side ----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -99,7 +107,7 @@ class _Conn(asyncio.BufferedProtocol):
             self.transport.pause_reading()
             self.paused = True
         waiter = self.waiter
-        if waiter is not None:
+        if waiter is not None and self.end - self.start >= self.want:
             self.waiter = None
             if not waiter.done():
                 waiter.set_result(None)
@@ -123,9 +131,10 @@ class _Conn(asyncio.BufferedProtocol):
                 waiter.set_result(None)
 
     # -- the reader's side -------------------------------------------------
-    async def more(self, timeout: float) -> None:
+    async def more(self, timeout: float, want: int = 1) -> None:
         """Wait for more bytes or the connection's end, at most ``timeout``
-        seconds (``--timeout``: the longest silence)."""
+        seconds (``--timeout``: the longest silence); with ``want``, until
+        that many bytes are here, or FLUSH seconds brought fewer."""
         if self.paused:
             self.paused = False
             assert self.transport is not None
@@ -134,12 +143,32 @@ class _Conn(asyncio.BufferedProtocol):
             return
         loop = asyncio.get_running_loop()
         waiter = self.waiter = loop.create_future()
-        timer = loop.call_later(timeout, _expire, waiter, timeout)
+        if want > 1:
+            self.want = want
+            deadline = loop.time() + timeout
+            self.timer = loop.call_later(FLUSH, self._flush, waiter, timeout, deadline)
+        else:
+            self.timer = loop.call_later(timeout, _expire, waiter, timeout)
         try:
             await waiter
         finally:
-            timer.cancel()
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
             self.waiter = None
+            self.want = 1
+
+    def _flush(self, waiter: asyncio.Future[None], timeout: float, deadline: float) -> None:
+        if waiter.done():
+            return
+        if self.end > self.start:  # fewer than wanted, but news: take them
+            waiter.set_result(None)
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() >= deadline:
+            _expire(waiter, timeout)
+        else:
+            self.timer = loop.call_later(FLUSH, self._flush, waiter, timeout, deadline)
 
     def close(self) -> None:
         if self.transport is not None:
@@ -236,7 +265,7 @@ class Response:
                 if left is None and conn.lost is None:
                     break  # a body the connection's end delimits
                 raise self._broken(conn, got)
-            await conn.more(timeout)
+            await conn.more(timeout, WAKE_AT if left is None or left > WAKE_AT else left)
         self._complete = True
 
     def _broken(self, conn: _Conn, got: int) -> TruncatedError:

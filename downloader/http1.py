@@ -25,7 +25,6 @@ import mmap
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-from types import TracebackType
 from typing import Any
 
 import httptools
@@ -394,14 +393,9 @@ class Exchange(AbstractAsyncContextManager[Any]):
                         raise
                     raise redirect_error(hops + later) from None
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: Any) -> None:
         if self._other is not None:
-            await self._other.__aexit__(exc_type, exc, tb)
+            await self._other.__aexit__(*exc_info)
         elif self._resp is not None:
             self._resp.close()
 

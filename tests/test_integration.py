@@ -686,3 +686,16 @@ async def test_a_callers_session_middlewares_run_for_every_entry(
         results = await dl.download([plain, keyed])
     assert len(results.complete) == 2
     assert sorted(seen) == ["/m1", "/m2"]
+
+
+async def test_a_slow_body_within_the_timeout_is_no_stall(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """Pieces come 0.6 s apart with --timeout 1: each one counts as news (a
+    reader waiting for a bigger piece must still see them: http1.FLUSH)."""
+    body = blob(256 * 1024)
+    url = server.add("/slow.bin", body, slow=2.4)
+    dl = Downloader(tmp_path, timeout=1, retries=0, progress=False)
+    (record,) = await dl.download([url])
+    assert record.status == "complete", record.error
+    assert (tmp_path / "slow.bin").read_bytes() == body

@@ -41,6 +41,9 @@ from .urllist import entries_from, parse_checksum, url_problem
 
 if TYPE_CHECKING:
     import aiohttp
+    from yarl import URL
+
+    from .proxies import EnvProxies
 
 T = TypeVar("T")
 
@@ -565,14 +568,13 @@ class Downloader:
         )
         if (
             given is None
-            and not ctx.proxies.active
             and ctx.limiter is None
             and not s.content_disposition
             and not os.environ.get("DOWNLOADER_AIOHTTP_ONLY")
         ):
             from .http1 import Pool
 
-            ctx.fast = Pool(s.timeout)
+            ctx.fast = Pool(s.timeout, _direct(ctx.proxies) if ctx.proxies.active else None)
         try:
             if not interrupted:
                 interrupted = await self._transfer_all(ctx, progress, only, source is not None)
@@ -855,6 +857,19 @@ def _redact(url: str) -> str:
     """A URL for the state and report: an unparseable one loses all that may
     be a password (``user:pa/ss@host``), a valid one only its user info."""
     return redact_loose(url) if "@" in url and url_problem(url) else redact_url(url)
+
+
+def _direct(proxies: EnvProxies) -> Callable[[URL], bool]:
+    """Whether a URL goes without a proxy (an unusable proxy variable is
+    aiohttp's to report, through proxies.py)."""
+
+    def direct(url: URL) -> bool:
+        try:
+            return proxies.lookup(url) is None
+        except DownloadError:
+            return False
+
+    return direct
 
 
 def _base_headers(s: Settings, agent: bool = True) -> CIMultiDict[str]:

@@ -382,7 +382,12 @@ class Exchange(AbstractAsyncContextManager[Any]):
                 raise redirect_error(hops)
             home = self._url.origin()
             url, headers = _next(url, headers, location)
-            if url.scheme != "http" or url.user is not None or url.password is not None:
+            if (
+                url.scheme != "http"
+                or url.user is not None
+                or url.password is not None
+                or not self._pool.direct(url)
+            ):
                 # (its secret headers too: aiohttp keeps them to the first origin)
                 self._other = self._handover(str(url), headers, self._max_redirects - len(hops))
                 try:
@@ -466,9 +471,11 @@ class Pool:
     one transfer's hands or idle here; the transfers' own bounds (``--jobs``,
     ``--split``, ``--per-host``) bound how many there are."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, direct: Callable[[URL], bool] | None = None) -> None:
         self.timeout = timeout
         self._idle: dict[tuple[str, int], list[_Conn]] = {}
+        #: whether a URL is fetched without a proxy (else: aiohttp, proxies.py)
+        self.direct = direct or (lambda url: True)
 
     def request(
         self,

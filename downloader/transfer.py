@@ -532,7 +532,12 @@ class Transfer:
                 headers["If-Range"] = validator
         if self._guard[0] != url:  # once per entry and mirror, not per request
             wire = wire_url(url)
-            plain = ctx.fast is not None and wire.scheme == "http" and not has_userinfo(url)
+            plain = (
+                ctx.fast is not None
+                and wire.scheme == "http"
+                and not has_userinfo(url)
+                and ctx.fast.direct(wire)
+            )
             self._guard = (url, wire if plain else None, None)
         fast = self._guard[1]
         if fast is not None:

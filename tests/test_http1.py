@@ -4,6 +4,7 @@ framing of answers, against a server that writes raw bytes on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -286,8 +287,19 @@ async def test_redirects_are_counted(
     assert len(srv.requests) == limit + 1
 
 
-async def test_plain_http_never_loads_aiohttp(server: FaultServer, tmp_path: Path) -> None:
-    """A run of plain URLs does not pay for importing aiohttp (0.1-0.2 s)."""
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {"HTTPS_PROXY": "http://127.0.0.1:9"},
+        {"HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": "127.0.0.1"},
+    ],
+)
+async def test_plain_http_never_loads_aiohttp(
+    server: FaultServer, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """A run of plain URLs does not pay for importing aiohttp (0.1-0.2 s),
+    nor does one with a proxy only for other URLs."""
     url = server.add("/a.bin", b"abc")
     code = (
         "import sys\nfrom downloader import Downloader\n"
@@ -295,7 +307,7 @@ async def test_plain_http_never_loads_aiohttp(server: FaultServer, tmp_path: Pat
         "print(r.ok, 'aiohttp' in sys.modules)"
     )
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE
+        sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE, env={**os.environ, **env}
     )
     out, _ = await proc.communicate()
     assert out.decode().split() == ["True", "False"]

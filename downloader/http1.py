@@ -33,7 +33,7 @@ from yarl import URL
 
 from .config import secret_names
 from .errors import ConnectionFailed, DownloadError, StallError, TruncatedError
-from .retry import redirect_error, redirect_history
+from .retry import non_http_redirect, redirect_error, redirect_history
 
 #: Bytes read from the socket at once, into each connection's own buffer.
 #: On 20 files of 32 MiB (-j 8, to tmpfs), 1 MiB took 0.69-0.72 s, 256 KiB
@@ -105,11 +105,8 @@ class _Conn(asyncio.BufferedProtocol):
             assert self.transport is not None
             self.transport.pause_reading()
             self.paused = True
-        waiter = self.waiter
-        if waiter is not None and self.end - self.start >= self.want:
-            self.waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        if self.end - self.start >= self.want:
+            self._wake()
 
     def eof_received(self) -> bool:
         self.eof = True
@@ -286,19 +283,26 @@ class Response:
             if self._complete:
                 return
             if conn.end > conn.start:
-                data = bytes(conn.mv[conn.start : conn.end])
-                conn.start = conn.end
-                try:
-                    self._parser.feed_data(data)
-                except httptools.HttpParserError as exc:
-                    self._keep = False
-                    if not self._complete:  # (after it: bytes nobody asked for)
-                        raise ConnectionFailed(f"invalid response from the server: {exc}") from None
+                error = self._feed(conn)
+                if error is not None and not self._complete:  # (after it: bytes nobody asked for)
+                    raise ConnectionFailed(f"invalid response from the server: {error}")
                 continue
             if conn.eof:
                 how = "reset" if conn.lost is not None else "closed"
                 raise TruncatedError(f"connection {how} after {got} bytes of a chunked body")
             await conn.more(self._pool.timeout)
+
+    def _feed(self, conn: _Conn) -> httptools.HttpParserError | None:
+        """What the connection holds, to the chunked body's parser; an error
+        means the connection is not used again."""
+        data = bytes(conn.mv[conn.start : conn.end])
+        conn.start = conn.end
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._keep = False
+            return exc
+        return None
 
     # -- the connection --------------------------------------------------------
     def close(self) -> None:
@@ -312,12 +316,7 @@ class Response:
             conn.start += left  # an error page, a redirect's body: already here
             self._left = 0
         elif self._chunked and not self._complete and conn.end > conn.start:
-            data = bytes(conn.mv[conn.start : conn.end])  # the same, chunked
-            conn.start = conn.end
-            try:
-                self._parser.feed_data(data)
-            except httptools.HttpParserError:
-                self._keep = False
+            self._feed(conn)  # the same, chunked
             self._pieces.clear()
         if (
             self._keep
@@ -413,8 +412,7 @@ def _next(url: URL, headers: CIMultiDict[str], location: str) -> tuple[URL, CIMu
         target = URL(location)
         scheme = target.scheme
         if scheme and scheme not in ("http", "https"):
-            name = f"{scheme}:" if len(scheme) < 20 else location[:40]
-            raise DownloadError(f"redirect to a non-HTTP URL refused: {name}")
+            raise non_http_redirect(location)
         if not target.absolute:
             target = url.join(target)
         origin = target.origin()

@@ -88,6 +88,11 @@ def status_error(resp: aiohttp.ClientResponse) -> HTTPStatusError:
     return err
 
 
+def non_http_redirect(location: str) -> DownloadError:
+    """A redirect to ``ftp:``, ``file:``...: refused, named by its scheme."""
+    return DownloadError(f"redirect to a non-HTTP URL refused: {_scheme_of(location)}")
+
+
 def redirect_error(urls: list[str]) -> DownloadError:
     """Past ``--max-redirects``: ``urls`` answered with a redirect each."""
     if len(set(urls)) < len(urls):
@@ -130,7 +135,7 @@ def _client_error(exc: BaseException, timeout: float) -> DownloadError:
     if isinstance(exc, aiohttp.TooManyRedirects):
         return redirect_error([str(r.url) for r in exc.history])
     if isinstance(exc, aiohttp.NonHttpUrlRedirectClientError):
-        return DownloadError(f"redirect to a non-HTTP URL refused: {_scheme_of(str(exc))}")
+        return non_http_redirect(str(exc))
     if isinstance(exc, aiohttp.InvalidUrlRedirectClientError):
         return DownloadError("redirect to an invalid URL")
     if isinstance(exc, aiohttp.ConnectionTimeoutError):

@@ -120,14 +120,6 @@ class Context:
     fast: Pool | None = None
     _session: tuple[aiohttp.ClientSession, aiohttp.ClientTimeout] | None = None
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        return self.http_session()[0]
-
-    @property
-    def session_made(self) -> bool:
-        return self._session is not None
-
     def http_session(self) -> tuple[aiohttp.ClientSession, aiohttp.ClientTimeout]:
         """The session, and the timeout sent with each of its requests (a
         session passed in by the caller has its own; aiohttp's default caps

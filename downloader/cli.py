@@ -8,11 +8,8 @@ import atexit
 import logging
 import os
 import re
-import shlex
-import shutil
 import signal
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -261,6 +258,8 @@ def _stdout_report() -> Path:
     """Where ``--report -`` has the run write its report, to copy it to
     standard output at the end: the library's ``--report PATH`` (written even
     when DIR's own report cannot be), in a temporary file."""
+    import tempfile
+
     fd, name = tempfile.mkstemp(prefix="downloader-report-", suffix=".json")
     os.close(fd)
     path = Path(name)
@@ -270,6 +269,8 @@ def _stdout_report() -> Path:
 
 def _print_report(path: Path | None) -> None:
     """``--report -``: the run's report, once written, on standard output."""
+    import shutil
+
     assert path is not None
     try:
         with open(path, "rb") as src:
@@ -577,6 +578,8 @@ def _main(argv: Sequence[str] | None) -> int:
     if batch:
         _err("\n".join(batch))
     if results.interrupted and not args.quiet:
+        import shlex
+
         _say(f"to continue: downloader --retry -o {shlex.quote(args.output_dir)}")
     if results.interrupted:
         # A list still being read from standard input holds a reader thread

@@ -25,6 +25,7 @@ import mmap
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
+from itertools import repeat
 from typing import Any
 
 import httptools
@@ -192,7 +193,6 @@ class Response:
         self.url = url
         self.status = 0
         self.reason: str | None = None
-        self._pairs: list[tuple[str, str]] = []
         self.headers: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
         self.content_length: int | None = None
         #: bytes of the body not read yet; None: chunked, or up to the end
@@ -203,19 +203,7 @@ class Response:
         self._pieces: list[bytes] = []
         self._parser: Any = None
 
-    # -- httptools' callbacks (the head, and chunked bodies) ---------------
-    def on_status(self, reason: bytes) -> None:
-        self.reason = reason.decode("utf-8", "surrogateescape")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        # llhttp keeps a value's trailing blanks; aiohttp and curl do not
-        self._pairs.append(
-            (
-                name.decode("utf-8", "surrogateescape"),
-                value.decode("utf-8", "surrogateescape").rstrip(" \t"),
-            )
-        )
-
+    # -- httptools' callbacks (chunked bodies; the head is read whole) ------
     def on_body(self, body: bytes) -> None:
         if self._complete:  # bytes after the message: another answer, or junk
             self._keep = False
@@ -582,7 +570,18 @@ class Pool:
             if 100 <= status < 200 and status != 101:
                 continue  # 100 Continue, 103 Early Hints: the answer follows
             resp.status = status
-            headers = resp.headers = CIMultiDictProxy(CIMultiDict(resp._pairs))
+            # llhttp has checked the head (no folded lines, no bare LF, a name
+            # and a colon on each line): read whole, it costs a fraction of a
+            # callback per header
+            lines = head.decode("utf-8", "surrogateescape").split("\r\n")
+            first = lines[0].split(" ", 2)
+            resp.reason = first[2] if len(first) > 2 else None
+            # (llhttp drops a value's leading blanks, and aiohttp and curl its trailing ones)
+            headers = resp.headers = CIMultiDictProxy(
+                CIMultiDict(
+                    [(name, value.strip(" \t")) for name, _, value in map(str.partition, lines[1:-2], repeat(":"))]
+                )
+            )
             # (httptools' should_keep_alive() says no once a message is
             # complete, as one with no body is at its head)
             connection = headers.get("Connection", "").lower()

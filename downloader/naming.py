@@ -344,7 +344,7 @@ def is_name_for(name: str, wanted: str) -> bool:
     return number.isdigit() and numbered(wanted, int(number)) == name
 
 
-def target(root: Path, relpath: str) -> Path:
+def target(root: str | Path, relpath: str) -> str:
     """The absolute path for ``relpath`` under ``root``, folders created.
 
     Each folder on the way is checked with ``lstat``: a symlink planted there
@@ -352,11 +352,13 @@ def target(root: Path, relpath: str) -> Path:
     than followed out of the output directory.
     """
     if "/" not in relpath and relpath not in ("", ".", ".."):
-        return root / relpath  # the common case: no folder to check or create
+        # the common case: no folder to check or create (a str: pathlib's
+        # objects cost more than the rest of a small file's bookkeeping)
+        return f"{root}/{relpath}"
     parts = relpath.split("/")
     if any(p in ("", ".", "..") for p in parts) or os.path.isabs(relpath):
         raise UnsafeNameError(f"unsafe path {relpath!r}")
-    current = root
+    current = Path(root)
     for depth, part in enumerate(parts[:-1], 1):
         current = current / part
         try:
@@ -373,4 +375,4 @@ def target(root: Path, relpath: str) -> Path:
             )
         if not stat.S_ISDIR(st.st_mode):
             raise UnsafeNameError(f"cannot write {relpath}: {folder!r} is not a folder")
-    return root.joinpath(*parts)
+    return os.path.join(root, *parts)

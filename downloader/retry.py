@@ -12,7 +12,6 @@ import re
 import sys
 import time
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
 
 from .errors import (
@@ -59,6 +58,8 @@ def parse_retry_after(value: str | None) -> float | None:
     if value.isdigit():
         return float(value)
     try:
+        from email.utils import parsedate_to_datetime  # (rare: not at every start)
+
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None

@@ -19,7 +19,6 @@ import os
 import re
 import stat
 import time
-import uuid
 
 try:
     import fcntl
@@ -280,7 +279,8 @@ class RunState:
         for path in (self.report_path, self.report_path.with_name("report.json.tmp")):
             with contextlib.suppress(OSError):  # what is in the way shows when it is written
                 path.unlink()
-        self.run_id = uuid.uuid4().hex
+        # (as random as uuid4().hex, without importing uuid: 2 ms at every start)
+        self.run_id = os.urandom(16).hex()
         self._run = {"version": 1, "id": self.run_id, "started": time.time(), "complete": False}
         if settings:
             self._run["settings"] = settings

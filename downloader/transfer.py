@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiofiles
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -248,9 +247,11 @@ def _strong_etag(etag: str | None) -> str | None:
     return etag if etag and not etag.startswith("W/") else None
 
 
-async def _hash_file(path: Path, algo: str, limit: int | None = None) -> Any:
+async def _hash_file(path: str | Path, algo: str, limit: int | None = None) -> Any:
     hasher = hashlib.new(algo)
     remaining = limit
+    import aiofiles  # (checksums only: not at every start)
+
     async with aiofiles.open(path, "rb") as f:
         while remaining is None or remaining > 0:
             size = _READ_CHUNK if remaining is None else min(_READ_CHUNK, remaining)
@@ -295,7 +296,7 @@ class Transfer:
             return Outcome(
                 "failed", 0, 0, f"cannot create the folders of {job.path}: {exc.strerror}"
             )
-        part = final.with_name(final.name + ".part")
+        part = final + ".part"
         skip = await self._existing(final)
         if skip is not None:
             return skip
@@ -371,7 +372,7 @@ class Transfer:
                 )
                 await asyncio.sleep(wait)
 
-    async def _existing(self, final: Path, name: str | None = None) -> Outcome | None:
+    async def _existing(self, final: str, name: str | None = None) -> Outcome | None:
         """Skip a final file that is already there (unless it fails its checksum);
         ``name`` is how messages call it (the entry's path by default)."""
         name = name or self.job.path
@@ -412,14 +413,14 @@ class Transfer:
                 self._save_meta(meta)
         return Outcome("failed", size, self.attempts, str(err))
 
-    def _discard(self, part: Path) -> None:
+    def _discard(self, part: str) -> None:
         with contextlib.suppress(FileNotFoundError):
-            part.unlink()
+            os.unlink(part)
         if self.meta is not None and self.meta.get("saved"):
             self.ctx.state.drop_part(self.job.path)
         self.meta = None
 
-    def _finish(self, final: Path, part: Path) -> Outcome:
+    def _finish(self, final: str, part: str) -> Outcome:
         dest, relpath = final, self.job.path
         try:
             if self.cd_dest is not None:
@@ -463,7 +464,7 @@ class Transfer:
             raise _AlreadyThere
 
     # -- one request -------------------------------------------------------
-    def _resume_point(self, part: Path) -> int:
+    def _resume_point(self, part: str) -> int:
         """Bytes of ``part`` that can be continued (``--no-resume`` removed any
         earlier part before the first attempt; later attempts continue their own)."""
         try:
@@ -490,7 +491,7 @@ class Transfer:
             return 0
         return size
 
-    async def _attempt(self, url: str, part: Path) -> None:
+    async def _attempt(self, url: str, part: str) -> None:
         ctx = self.ctx
         offset = self._resume_point(part)
         if offset and self.meta is not None and self.meta.get("segments"):
@@ -587,7 +588,7 @@ class Transfer:
         )
 
     async def _request(
-        self, url: str, part: Path, offset: int, release: Callable[[], None]
+        self, url: str, part: str, offset: int, release: Callable[[], None]
     ) -> None:
         ctx = self.ctx
         job = self.job
@@ -655,7 +656,7 @@ class Transfer:
     async def _run_segments(
         self,
         url: str,
-        part: Path,
+        part: str,
         first: aiohttp.ClientResponse | None,
         release: Callable[[], None],
         *,
@@ -700,7 +701,7 @@ class Transfer:
             )
 
     async def _range_unsatisfiable(
-        self, resp: aiohttp.ClientResponse, part: Path, offset: int
+        self, resp: aiohttp.ClientResponse, part: str, offset: int
     ) -> None:
         cr = resp.headers.get("Content-Range", "")
         total = int(cr.rpartition("/")[2]) if cr.rpartition("/")[2].isdigit() else None
@@ -721,7 +722,7 @@ class Transfer:
         raise RestartNeeded("server refused the range (416); restarting from byte 0")
 
     def _start_part(
-        self, part: Path, url: str, resp: aiohttp.ClientResponse, total: int | None
+        self, part: str, url: str, resp: aiohttp.ClientResponse, total: int | None
     ) -> None:
         """Record what the new part is a copy of, before its first byte is written."""
         old_saved = bool(self.meta and self.meta.get("saved"))
@@ -750,7 +751,7 @@ class Transfer:
     async def _stream(
         self,
         resp: aiohttp.ClientResponse,
-        part: Path,
+        part: str,
         offset: int,
         hasher: Any,
         total: int | None,

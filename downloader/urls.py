@@ -41,7 +41,9 @@ def identity(url: str) -> str:
 #: What cannot go into a request line as it is: spaces and controls (refused
 #: in lists, possible from a script), non-ASCII, what RFC 3986 excludes, and
 #: a ``%`` that starts no escape (``50%off.pdf``: servers answer 400).
-_NOT_ON_THE_WIRE = re.compile(r'[\x00-\x20"<>\\^`{|}\x7f-\U0010ffff]|%(?![0-9A-Fa-f]{2})')
+#: (Spelled as the characters that may go, printable ASCII but ``"<>\^`{|}``:
+#: a class up to U+10FFFF took 4 ms to compile, at every start.)
+_NOT_ON_THE_WIRE = re.compile(r"[^!#-;=?-\[\]_a-z~]|%(?![0-9A-Fa-f]{2})")
 
 
 def wire_url(url: str) -> URL:

@@ -79,7 +79,7 @@ def test_target_refuses_symlinked_folders(tmp_path: Path) -> None:
     os.symlink(outside, root / "link")
     with pytest.raises(UnsafeNameError, match="symlink"):
         target(root, "link/file.bin")
-    assert target(root, "a/b/c.bin") == root / "a" / "b" / "c.bin"
+    assert target(root, "a/b/c.bin") == str(root / "a" / "b" / "c.bin")
     assert (root / "a" / "b").is_dir()
 
 

@@ -577,10 +577,9 @@ class Pool:
             first = lines[0].split(" ", 2)
             resp.reason = first[2] if len(first) > 2 else None
             # (llhttp drops a value's leading blanks, and aiohttp and curl its trailing ones)
+            pairs = map(str.partition, lines[1:-2], repeat(":"))
             headers = resp.headers = CIMultiDictProxy(
-                CIMultiDict(
-                    [(name, value.strip(" \t")) for name, _, value in map(str.partition, lines[1:-2], repeat(":"))]
-                )
+                CIMultiDict([(name, value.strip(" \t")) for name, _, value in pairs])
             )
             # (httptools' should_keep_alive() says no once a message is
             # complete, as one with no body is at its head)

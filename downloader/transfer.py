@@ -587,9 +587,7 @@ class Transfer:
             **extra,
         )
 
-    async def _request(
-        self, url: str, part: str, offset: int, release: Callable[[], None]
-    ) -> None:
+    async def _request(self, url: str, part: str, offset: int, release: Callable[[], None]) -> None:
         ctx = self.ctx
         job = self.job
         settings = ctx.settings

@@ -21,6 +21,7 @@ knows how (hop limits, loops, credentials dropped on the way out).
 from __future__ import annotations
 
 import asyncio
+import math
 import mmap
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -83,7 +84,10 @@ class _Conn(asyncio.BufferedProtocol):
         self.idle_since = 0.0
         #: bytes the reader waits for before it is woken (see WAKE_AT)
         self.want = 1
-        self.timer: asyncio.TimerHandle | None = None
+        #: the pool's timer for every wait (set by Pool._connect)
+        self.watch: _Watch | None = None
+        #: the watch's tick when the reader began to wait
+        self.since = 0
 
     # -- asyncio's side ----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -128,44 +132,28 @@ class _Conn(asyncio.BufferedProtocol):
                 waiter.set_result(None)
 
     # -- the reader's side -------------------------------------------------
-    async def more(self, timeout: float, want: int = 1) -> None:
-        """Wait for more bytes or the connection's end, at most ``timeout``
-        seconds (``--timeout``: the longest silence); with ``want``, until
-        that many bytes are here, or FLUSH seconds brought fewer."""
+    async def more(self, want: int = 1) -> None:
+        """Wait for more bytes or the connection's end, at most the pool's
+        timeout (``--timeout``: the longest silence); with ``want``, until
+        that many bytes are here, or a tick of the watch brought fewer."""
         if self.paused:
             self.paused = False
             assert self.transport is not None
             self.transport.resume_reading()
         if self.eof:
             return
-        loop = asyncio.get_running_loop()
-        waiter = self.waiter = loop.create_future()
-        if want > 1:
-            self.want = want
-            deadline = loop.time() + timeout
-            self.timer = loop.call_later(FLUSH, self._flush, waiter, timeout, deadline)
-        else:
-            self.timer = loop.call_later(timeout, _expire, waiter, timeout)
+        watch = self.watch
+        assert watch is not None
+        waiter = self.waiter = asyncio.get_running_loop().create_future()
+        self.want = want
+        self.since = watch.ticks
+        watch.add(self)
         try:
             await waiter
         finally:
-            if self.timer is not None:
-                self.timer.cancel()
-                self.timer = None
+            watch.waiting.discard(self)
             self.waiter = None
             self.want = 1
-
-    def _flush(self, waiter: asyncio.Future[None], timeout: float, deadline: float) -> None:
-        if waiter.done():
-            return
-        if self.end > self.start:  # fewer than wanted, but news: take them
-            waiter.set_result(None)
-            return
-        loop = asyncio.get_running_loop()
-        if loop.time() >= deadline:
-            _expire(waiter, timeout)
-        else:
-            self.timer = loop.call_later(FLUSH, self._flush, waiter, timeout, deadline)
 
     def close(self) -> None:
         if self.transport is not None:
@@ -173,9 +161,50 @@ class _Conn(asyncio.BufferedProtocol):
         self.eof = True
 
 
-def _expire(waiter: asyncio.Future[None], timeout: float) -> None:
-    if not waiter.done():
-        waiter.set_exception(StallError(f"stalled: no data for {timeout:g} s"))
+class _Watch:
+    """One timer for the waits of every connection of a pool: a timer per
+    wait (made, cancelled, and sorted in asyncio's heap of timers) cost as
+    much as the rest of a small file's request. Every ``tick`` seconds, a
+    reader that has waited ``timeout`` seconds with nothing come is told
+    it stalled, and one waiting for a big piece is given what came."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.tick = min(FLUSH, timeout / 4)
+        #: ticks that make sure a wait lasted ``timeout`` (the first one may
+        #: come at once): a stall is told after timeout to timeout + 2 ticks
+        self.limit = math.ceil(timeout / self.tick) + 1
+        self.ticks = 0
+        self.waiting: set[_Conn] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, conn: _Conn) -> None:
+        self.waiting.add(conn)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.tick, self._on_tick)
+
+    def _on_tick(self) -> None:
+        self.ticks += 1
+        for conn in list(self.waiting):
+            waiter = conn.waiter
+            if waiter is None or waiter.done():
+                continue
+            if conn.want > 1 and conn.end > conn.start:
+                # fewer than wanted, but news (a body's reader waits with
+                # nothing buffered; any other is woken by its first byte)
+                waiter.set_result(None)
+            elif self.ticks - conn.since >= self.limit:
+                waiter.set_exception(StallError(f"stalled: no data for {self.timeout:g} s"))
+        self._timer = (
+            asyncio.get_running_loop().call_later(self.tick, self._on_tick)
+            if self.waiting
+            else None
+        )
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class Response:
@@ -231,7 +260,6 @@ class Response:
                 yield piece
             return
         left = self._left
-        timeout = self._pool.timeout
         got = 0
         while left is None or left:
             have = conn.end - conn.start
@@ -249,7 +277,7 @@ class Response:
                 if left is None and conn.lost is None:
                     break  # a body the connection's end delimits
                 raise self._broken(conn, got)
-            await conn.more(timeout, WAKE_AT if left is None or left > WAKE_AT else left)
+            await conn.more(WAKE_AT if left is None or left > WAKE_AT else left)
         self._complete = True
 
     def _broken(self, conn: _Conn, got: int) -> TruncatedError:
@@ -278,7 +306,7 @@ class Response:
             if conn.eof:
                 how = "reset" if conn.lost is not None else "closed"
                 raise TruncatedError(f"connection {how} after {got} bytes of a chunked body")
-            await conn.more(self._pool.timeout)
+            await conn.more()
 
     def _feed(self, conn: _Conn) -> httptools.HttpParserError | None:
         """What the connection holds, to the chunked body's parser; an error
@@ -459,6 +487,7 @@ class Pool:
 
     def __init__(self, timeout: float, direct: Callable[[URL], bool] | None = None) -> None:
         self.timeout = timeout
+        self._watch = _Watch(timeout)
         self._idle: dict[tuple[str, int], list[_Conn]] = {}
         #: whether a URL is fetched without a proxy (else: aiohttp, proxies.py)
         self.direct = direct or (lambda url: True)
@@ -509,6 +538,7 @@ class Pool:
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise ConnectionFailed(f"cannot connect to {host}:{port}: {reason}") from None
+        conn.watch = self._watch
         return conn
 
     async def send(self, url: URL, head: bytes) -> Response:
@@ -550,7 +580,7 @@ class Pool:
                     if conn.lost is not None:
                         raise ConnectionFailed(f"connection error: {conn.lost}")
                     raise ConnectionFailed("server closed the connection in the middle of a head")
-                await conn.more(self.timeout)
+                await conn.more()
                 continue
             if end + 4 - conn.start > HEAD_MAX:
                 raise _too_large()
@@ -574,8 +604,8 @@ class Pool:
             # and a colon on each line): read whole, it costs a fraction of a
             # callback per header
             lines = head.decode("utf-8", "surrogateescape").split("\r\n")
-            first = lines[0].split(" ", 2)
-            resp.reason = first[2] if len(first) > 2 else None
+            status_line = lines[0].split(" ", 2)
+            resp.reason = status_line[2] if len(status_line) > 2 else None
             # (llhttp drops a value's leading blanks, and aiohttp and curl its trailing ones)
             pairs = map(str.partition, lines[1:-2], repeat(":"))
             headers = resp.headers = CIMultiDictProxy(
@@ -621,6 +651,7 @@ class Pool:
         resp.content_length = resp._left = int(length)
 
     async def close(self) -> None:
+        self._watch.close()
         for idle in self._idle.values():
             for conn in idle:
                 conn.close()

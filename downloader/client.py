@@ -750,19 +750,21 @@ class Downloader:
         state = ctx.state
 
         async def handle(job: Job) -> None:
-            key, act = progress.begin(redact_url(job.urls[0]), job.path)
+            shown = redact_url(job.urls[0])
+            key, act = progress.begin(shown, job.path)
             transfer = Transfer(ctx, job, act)
             try:
                 outcome = await transfer.run()
             except asyncio.CancelledError:
                 outcome = transfer._fail(DownloadError("interrupted"))
-                self._note(state, progress, job, outcome, key, act)
+                self._note(state, progress, job, shown, outcome, key, act)
                 raise
             except Exception as exc:
                 outcome = Outcome("failed", 0, transfer.attempts, f"internal error: {exc!r}")
             finally:
-                ctx.hosts.settle(job)  # skipped, or failed before its first request
-            self._note(state, progress, job, outcome, key, act)
+                if job.promised:
+                    ctx.hosts.settle(job)  # skipped, or failed before its first request
+            self._note(state, progress, job, shown, outcome, key, act)
 
         ticker = asyncio.ensure_future(progress.tick_forever())
         window = asyncio.ensure_future(
@@ -793,6 +795,7 @@ class Downloader:
         state: RunState,
         progress: Progress,
         job: Job,
+        shown: str,
         outcome: Outcome,
         key: int,
         act: Any,
@@ -801,7 +804,7 @@ class Downloader:
             job.index, outcome.status, outcome.bytes, outcome.attempts, outcome.error, outcome.path
         )
         record = Record(
-            url=redact_url(job.urls[0]),
+            url=shown,
             path=outcome.path or job.path,
             status=outcome.status,
             bytes=outcome.bytes,

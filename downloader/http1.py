@@ -251,34 +251,10 @@ class Response:
         return self
 
     # -- the body ------------------------------------------------------------
-    async def iter_any(self) -> AsyncIterator[memoryview | bytes]:
-        conn = self._conn
-        if conn is None:
-            return
-        if self._chunked:
-            async for piece in self._chunks(conn):
-                yield piece
-            return
-        left = self._left
-        got = 0
-        while left is None or left:
-            have = conn.end - conn.start
-            if have:
-                n = have if left is None or have < left else left
-                start = conn.start
-                conn.start = start + n
-                got += n
-                if left is not None:
-                    left -= n
-                    self._left = left
-                yield conn.mv[start : start + n]
-                continue
-            if conn.eof:
-                if left is None and conn.lost is None:
-                    break  # a body the connection's end delimits
-                raise self._broken(conn, got)
-            await conn.more(WAKE_AT if left is None or left > WAKE_AT else left)
-        self._complete = True
+    def iter_any(self) -> AsyncIterator[memoryview | bytes]:
+        if self._chunked and self._conn is not None:
+            return self._chunks(self._conn)
+        return _Body(self)
 
     def _broken(self, conn: _Conn, got: int) -> TruncatedError:
         how = "reset" if conn.lost is not None else "closed"
@@ -345,6 +321,46 @@ class Response:
             conn.close()
 
     release = close
+
+
+class _Body:
+    """A body of known length, or one up to the connection's end, as views
+    of the connection's buffer (an iterator, not an async generator: asyncio
+    keeps a weak set of those, two Python calls per file)."""
+
+    __slots__ = ("_conn", "_got", "_resp")
+
+    def __init__(self, resp: Response) -> None:
+        self._resp = resp
+        self._conn = resp._conn
+        self._got = 0
+
+    def __aiter__(self) -> _Body:
+        return self
+
+    async def __anext__(self) -> memoryview:
+        resp, conn = self._resp, self._conn
+        if conn is None:
+            raise StopAsyncIteration
+        left = resp._left
+        while left is None or left:
+            have = conn.end - conn.start
+            if have:
+                n = have if left is None or have < left else left
+                start = conn.start
+                conn.start = start + n
+                self._got += n
+                if left is not None:
+                    resp._left = left - n
+                return conn.mv[start : start + n]
+            if conn.eof:
+                if left is None and conn.lost is None:
+                    break  # a body the connection's end delimits
+                raise resp._broken(conn, self._got)
+            await conn.more(WAKE_AT if left is None or left > WAKE_AT else left)
+        resp._complete = True
+        self._conn = None
+        raise StopAsyncIteration
 
 
 class Exchange(AbstractAsyncContextManager[Any]):

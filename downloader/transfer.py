@@ -499,7 +499,7 @@ class Transfer:
             ctx.hosts.settle(self.job)
             await self._run_segments(url, part, None, no_slot, create=False)
             return
-        release = await ctx.hosts.acquire(url, self.job)
+        release = no_slot if ctx.hosts.limit is None else await ctx.hosts.acquire(url, self.job)
         self.attempts += 1  # attempts are requests sent, here and per segment
         try:
             await self._request(url, part, offset, release)

@@ -23,7 +23,7 @@ from .config import DEFAULT_AGENT, Settings, is_secret_header, one_spelling, par
 from .errors import DownloaderError, DownloadError, UnsafeNameError
 from .hosts import HostLimits, prefer_free_hosts
 from .models import Entry, Record, Results
-from .naming import Namer, clean_out, name_from_url
+from .naming import STATE_DIR, Namer, clean_out, name_from_url
 from .progress import Mode, Progress, ProgressEvent
 from .ratelimit import RateLimiter
 from .retry import RetryPolicy
@@ -473,6 +473,7 @@ class Downloader:
             raise RuntimeError("the aiohttp session given to Downloader(session=...) is closed")
         t0 = time.monotonic()
         state = RunState(s.output_dir)
+        untouched = False
         interrupted = False
         #: what stopped the list's reading (a cancellation, the caller's
         #: iterable raising): raised again once the report is written
@@ -501,6 +502,7 @@ class Downloader:
                 self._prepare_retry(state)
             else:
                 self._make_output_dir()
+                untouched = _untouched(s.output_dir)
                 state.lock()
                 self._arm()
                 self._secrets.clear()
@@ -565,6 +567,7 @@ class Downloader:
                 or "User-Agent" not in getattr(given, "headers", {}),
             ),
             namer=self._namer,
+            untouched=untouched,
         )
         if (
             given is None
@@ -860,6 +863,17 @@ def _redact(url: str) -> str:
     """A URL for the state and report: an unparseable one loses all that may
     be a password (``user:pa/ss@host``), a valid one only its user info."""
     return redact_loose(url) if "@" in url and url_problem(url) else redact_url(url)
+
+
+def _untouched(root: Path) -> bool:
+    """Whether the output directory holds nothing but the run state: then no
+    entry's file or ``.part`` is there before its own transfer makes it (the
+    names are distinct), and a small file need not look for them."""
+    try:
+        with os.scandir(root) as it:
+            return all(e.name == STATE_DIR for e in it)
+    except OSError:
+        return False
 
 
 def _direct(proxies: EnvProxies) -> Callable[[URL], bool]:

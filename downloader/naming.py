@@ -7,7 +7,6 @@ the same file; two entries never share a file.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 import stat
@@ -125,12 +124,11 @@ def numbered(relpath: str, n: int) -> str:
 
 
 def _digest(text: str) -> int:
-    digest = int.from_bytes(
-        hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(),
-        "little",
-        signed=True,
-    )
-    return digest or 1  # 0 marks an empty slot
+    """64 bits that stand for ``text`` in the tables below (never on disk):
+    str's own hash, SipHash under a key random per process, is as unlikely
+    to collide as 64 bits of blake2b, and a fraction of its cost (a str
+    keeps its hash: a name asked about twice is hashed once)."""
+    return hash(text) or 1  # 0 marks an empty slot
 
 
 class _DigestTable:

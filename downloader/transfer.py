@@ -117,6 +117,9 @@ class Context:
     namer: Namer = field(default_factory=Namer)
     #: plain http:// requests, when nothing asks for aiohttp (see Transfer.get)
     fast: Pool | None = None
+    #: the output directory held nothing but the run state when the run
+    #: began: an entry's file and part are not there before its transfer
+    untouched: bool = False
     _session: tuple[aiohttp.ClientSession, aiohttp.ClientTimeout] | None = None
 
     def http_session(self) -> tuple[aiohttp.ClientSession, aiohttp.ClientTimeout]:
@@ -297,11 +300,12 @@ class Transfer:
                 "failed", 0, 0, f"cannot create the folders of {job.path}: {exc.strerror}"
             )
         part = final + ".part"
-        skip = await self._existing(final)
-        if skip is not None:
-            return skip
-        if not settings.resume:
-            self._discard(part)
+        if not self.ctx.untouched:
+            skip = await self._existing(final)
+            if skip is not None:
+                return skip
+            if not settings.resume:
+                self._discard(part)
 
         restarts = 0
         fresh_after_mismatch = False
@@ -467,6 +471,8 @@ class Transfer:
     def _resume_point(self, part: str) -> int:
         """Bytes of ``part`` that can be continued (``--no-resume`` removed any
         earlier part before the first attempt; later attempts continue their own)."""
+        if not self.attempts and self.ctx.untouched:
+            return 0  # (self.meta is None: nothing was asked yet)
         try:
             st = os.lstat(part)
         except FileNotFoundError:

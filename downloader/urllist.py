@@ -12,7 +12,7 @@ import re
 import stat
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -136,7 +136,7 @@ class _Pending:
     out: str | None = None
     checksum: str | None = None
     #: a name given twice is sent twice (header= is repeatable, as -H is)
-    headers: CIMultiDict[str] = field(default_factory=CIMultiDict)
+    headers: CIMultiDict[str] | None = None
     error: str | None = None
 
     def fail(self, line: int, reason: str) -> None:
@@ -192,6 +192,8 @@ def _option(pending: _Pending, number: int, text: str) -> None:
             pending.fail(number, problem)
         else:
             name, val = split_header(value)
+            if pending.headers is None:
+                pending.headers = CIMultiDict()
             pending.headers.add(name, val)
     else:
         pending.fail(number, f"unknown option {_show(key, 40)} (known: {', '.join(_OPTIONS)})")

@@ -470,7 +470,7 @@ def request_head(url: URL, headers: CIMultiDict[str]) -> bytes:
         lines.append(f"Host: {host}")
     if "Accept" not in headers:
         lines.append("Accept: */*")
-    lines.extend(f"{name}: {value}" for name, value in headers.items())
+    lines += [f"{name}: {value}" for name, value in headers.items()]
     lines.append("\r\n")
     return "\r\n".join(lines).encode("utf-8", "surrogateescape")
 

@@ -522,7 +522,7 @@ class Transfer:
         headers = CIMultiDict(ctx.base_headers)
         if self.job.headers:
             headers.update(self.job.headers)  # the entry's replace the run's, by name
-        if has_userinfo(url) and any(k.lower() == "authorization" for k in headers):
+        if "@" in url and has_userinfo(url) and "Authorization" in headers:
             url = strip_userinfo(url)  # an explicit Authorization header wins, as in curl
         if byte_range is not None and self.meta is not None:
             headers["Range"] = byte_range
@@ -626,7 +626,12 @@ class Transfer:
                 else:
                     total = resp.content_length
                 self._start_part(part, url, resp, total)
-                if status == 200 and not self.no_split and splittable(resp, total, settings.split):
+                if (
+                    settings.split > 1
+                    and status == 200
+                    and not self.no_split
+                    and splittable(resp, total, settings.split)
+                ):
                     assert self.meta is not None and total is not None
                     self.meta["segments"] = plan(total, settings.split)
                     await self._run_segments(url, part, resp, release, create=True)
@@ -732,7 +737,7 @@ class Transfer:
         old_saved = bool(self.meta and self.meta.get("saved"))
         meta: dict[str, Any] = {
             "path": self.job.path,
-            "url": redact_url(url),
+            "url": redact_url(url) if "@" in url else url,
             "etag": resp.headers.get("ETag"),
             "last_modified": resp.headers.get("Last-Modified"),
             "total": total,

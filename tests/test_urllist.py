@@ -171,3 +171,24 @@ def test_out_is_checked_as_the_name_it_becomes() -> None:
     assert "leaves the output directory" in (entries[0].error or "")
     assert "absolute path" in (entries[1].error or "")
     assert entries[2].out == "c.bin" and entries[2].error is None
+
+
+@given(
+    scheme=st.sampled_from(["http", "https", "HTTP", "Https"]),
+    host=st.text(alphabet="abcXYZ019.-", min_size=1, max_size=12),
+    port=st.one_of(st.none(), st.integers(min_value=0, max_value=99999)),
+    tail=st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=12),
+)
+def test_the_fast_check_of_simple_urls_agrees_with_yarls_parse(
+    scheme: str, host: str, port: int | None, tail: str
+) -> None:
+    """url_problem takes plain URLs without parsing them: it must judge them
+    as the full check (yarl) does, valid or not."""
+    from downloader.urllist import _url_problem, url_problem
+
+    url = (
+        f"{scheme}://{host}"
+        + (f":{port}" if port is not None else "")
+        + (f"/{tail}" if tail else "")
+    )
+    assert url_problem(url) == _url_problem.__wrapped__(url)

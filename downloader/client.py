@@ -843,6 +843,8 @@ _NO_HEADERS: CIMultiDict[str] = CIMultiDict()
 def _credentials(entry: Entry) -> tuple[tuple[str, ...], CIMultiDict[str], bool]:
     """An entry's URLs and headers, and whether they hold credentials (user
     info, a secret header), which are never written to disk."""
+    if not entry.headers and not entry.mirrors and "@" not in entry.url:
+        return (entry.url,), _NO_HEADERS, False  # most entries of a list
     urls, headers = entry.urls, one_spelling(CIMultiDict(entry.headers or {}))
     return urls, headers, any(map(has_userinfo, urls)) or any(map(is_secret_header, headers))
 

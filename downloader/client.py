@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     import aiohttp
     from yarl import URL
 
+    from .http1 import Pool
     from .proxies import EnvProxies
 
 T = TypeVar("T")
@@ -129,6 +130,8 @@ class Downloader:
         #: kept for every call until the block ends
         self._entered = False
         self._own_session: aiohttp.ClientSession | None = None
+        #: inside ``async with``, the plain-http connections too outlive a call
+        self._own_pool: Pool | None = None
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         #: Credentials (URL user info, secret headers: is_secret_header) are never
@@ -188,6 +191,9 @@ class Downloader:
         if self._own_session is not None:
             await self._own_session.close()
             self._own_session = None
+        if self._own_pool is not None:
+            await self._own_pool.close()
+            self._own_pool = None
 
     # -- public calls ------------------------------------------------------
     async def download(self, entries: Iterable[str | Entry], *, collect: bool = True) -> Results:
@@ -577,7 +583,12 @@ class Downloader:
         ):
             from .http1 import Pool
 
-            ctx.fast = Pool(s.timeout, _direct(ctx.proxies) if ctx.proxies.active else None)
+            if self._own_pool is not None:
+                ctx.fast = self._own_pool
+            else:
+                ctx.fast = Pool(s.timeout, _direct(ctx.proxies) if ctx.proxies.active else None)
+                if self._entered:
+                    self._own_pool = ctx.fast
         try:
             if not interrupted:
                 interrupted = await self._transfer_all(ctx, progress, only, source is not None)
@@ -587,7 +598,7 @@ class Downloader:
         finally:
             progress.close()
             state.close()
-            if ctx.fast is not None:
+            if ctx.fast is not None and ctx.fast is not self._own_pool:
                 await ctx.fast.close()
             if made:
                 await made[0].close()

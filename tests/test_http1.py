@@ -215,6 +215,18 @@ async def test_a_body_not_chunked_last_runs_to_the_close(
     assert (tmp_path / "x").read_bytes() == b"as sent"
 
 
+async def test_calls_inside_one_async_with_share_their_connections(
+    raw: Callable[[Script], RawServer], tmp_path: Path
+) -> None:
+    srv = await raw(lambda path, n: ok(path.encode())).start()
+    async with Downloader(tmp_path, jobs=1, progress=False) as dl:
+        first = await dl.download([f"{srv.base}/a"])
+        second = await dl.download([f"{srv.base}/b"])
+    assert first.ok and second.ok
+    assert (tmp_path / "b").read_bytes() == b"/b"
+    assert srv.connections == 1  # (each call had its own pool before)
+
+
 async def test_connections_outlive_empty_bodies_and_error_pages(
     raw: Callable[[Script], RawServer], tmp_path: Path
 ) -> None:

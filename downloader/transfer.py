@@ -402,8 +402,12 @@ class Transfer:
 
     def _fail(self, err: DownloadError) -> Outcome:
         size = 0
+        part = f"{self.ctx.root}/{self.job.path}.part"
         with contextlib.suppress(OSError):
-            size = os.stat(self.ctx.root / (self.job.path + ".part")).st_size
+            st = os.stat(part)
+            size = st.st_size
+            if not size and stat.S_ISREG(st.st_mode):
+                self._discard(part)  # nothing to continue: no empty part left behind
         meta = self.meta
         if size and meta is not None and meta.get("segments"):
             # a segmented part has its full length from the start (sparse):

@@ -97,6 +97,21 @@ async def test_truncated_body_is_retried(server: FaultServer, tmp_path: Path) ->
     assert ranges == [None, f"bytes={len(body) - 1000}-"]
 
 
+async def test_a_failure_before_any_byte_leaves_no_empty_part(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """Nothing came to continue from: no .part is left behind (a malformed
+    first chunk left one on http1)."""
+    url = server.add("/none.bin", raw=b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+    bad = server.add(
+        "/chunk.bin",
+        raw=b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nbody\r\n0\r\n\r\n",
+    )
+    results = await Downloader(tmp_path, retries=0, progress=False).download([url, bad])
+    assert [r.status for r in results] == ["failed", "failed"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".downloader"]
+
+
 async def test_server_ignoring_range_restarts_cleanly(server: FaultServer, tmp_path: Path) -> None:
     body = blob(500_000)
     url = server.add("/ign.bin", body, reset_at=0.5, ignore_range=True)

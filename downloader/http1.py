@@ -21,7 +21,6 @@ knows how (hop limits, loops, credentials dropped on the way out).
 from __future__ import annotations
 
 import asyncio
-import math
 import mmap
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -86,8 +85,8 @@ class _Conn(asyncio.BufferedProtocol):
         self.want = 1
         #: the pool's timer for every wait (set by Pool._connect)
         self.watch: _Watch | None = None
-        #: the watch's tick when the reader began to wait
-        self.since = 0
+        #: when the reader began to wait (the loop's clock)
+        self.since = 0.0
 
     # -- asyncio's side ----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -144,9 +143,10 @@ class _Conn(asyncio.BufferedProtocol):
             return
         watch = self.watch
         assert watch is not None
-        waiter = self.waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = self.waiter = loop.create_future()
         self.want = want
-        self.since = watch.ticks
+        self.since = loop.time()
         watch.add(self)
         try:
             await waiter
@@ -170,11 +170,9 @@ class _Watch:
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
+        #: a stall is told within a tick after ``timeout`` (timed on the
+        #: loop's clock: ticks of a busy loop come late, and would add up)
         self.tick = min(FLUSH, timeout / 4)
-        #: ticks that make sure a wait lasted ``timeout`` (the first one may
-        #: come at once): a stall is told after timeout to timeout + 2 ticks
-        self.limit = math.ceil(timeout / self.tick) + 1
-        self.ticks = 0
         self.waiting: set[_Conn] = set()
         self._timer: asyncio.TimerHandle | None = None
 
@@ -184,7 +182,7 @@ class _Watch:
             self._timer = asyncio.get_running_loop().call_later(self.tick, self._on_tick)
 
     def _on_tick(self) -> None:
-        self.ticks += 1
+        now = asyncio.get_running_loop().time()
         for conn in list(self.waiting):
             waiter = conn.waiter
             if waiter is None or waiter.done():
@@ -193,7 +191,7 @@ class _Watch:
                 # fewer than wanted, but news (a body's reader waits with
                 # nothing buffered; any other is woken by its first byte)
                 waiter.set_result(None)
-            elif self.ticks - conn.since >= self.limit:
+            elif now - conn.since >= self.timeout:
                 waiter.set_exception(StallError(f"stalled: no data for {self.timeout:g} s"))
         self._timer = (
             asyncio.get_running_loop().call_later(self.tick, self._on_tick)
@@ -475,6 +473,9 @@ def request_head(url: URL, headers: CIMultiDict[str]) -> bytes:
     return "\r\n".join(lines).encode("utf-8", "surrogateescape")
 
 
+_CRLF = (13, 10)
+
+
 def _too_large() -> DownloadError:
     return DownloadError("invalid response from the server: header section over 256 KiB")
 
@@ -582,8 +583,12 @@ class Pool:
     async def _answer(self, conn: _Conn, key: tuple[str, int], url: URL) -> Response:
         """Read the head of the answer (after any 1xx), and tell how its body ends."""
         first = True
+        buf = conn.buf
         while True:
-            end = conn.buf.find(b"\r\n\r\n", conn.start, conn.end)
+            # blank lines before a status line are skipped, as llhttp does
+            while conn.start < conn.end and buf[conn.start] in _CRLF:
+                conn.start += 1
+            end = buf.find(b"\r\n\r\n", conn.start, conn.end)
             if end < 0:
                 _not_a_head(conn)
                 if conn.end - conn.start >= HEAD_MAX:

@@ -399,3 +399,48 @@ async def test_a_login_in_a_location_yields_to_an_authorization_header(
     results = await dl.download([f"{srv.base}/a"])
     assert results.ok, results[0].error
     assert b"Authorization: Bearer t" in srv.heads[1]
+
+
+async def test_blank_lines_before_a_status_line_are_skipped(
+    raw: Callable[[Script], RawServer], tmp_path: Path
+) -> None:
+    """llhttp skips them; the head read after it must too (the reason was
+    lost, and the status line became a header)."""
+
+    def script(path: str, n: int) -> bytes:
+        if path == "/gone":
+            return b"\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nabc"
+        return b"\r\n\r\n" + ok(b"fine")
+
+    srv = await raw(script).start()
+    results = await Downloader(tmp_path, jobs=1, progress=False).download(
+        [f"{srv.base}/gone", f"{srv.base}/fine"]
+    )
+    assert results[0].error == "HTTP 404 Not Found"
+    assert results[1].status == "complete" and (tmp_path / "fine").read_bytes() == b"fine"
+
+
+async def test_a_stall_is_timed_on_the_loops_clock_not_by_counting_ticks() -> None:
+    """The ticks of a busy loop come late: a wait is judged by how long it
+    lasted (counting ticks told a stall of --timeout 10 after 12.5 s)."""
+    from downloader.errors import StallError
+    from downloader.http1 import _Conn, _Watch
+
+    watch = _Watch(1.0)
+    conn = _Conn()
+    conn.watch = watch
+    waiting = asyncio.ensure_future(conn.more())
+    await asyncio.sleep(0)
+    watch.close()  # no ticks but the two below
+    waiter = conn.waiter
+    assert waiter is not None
+    conn.since -= 0.5  # as if the wait began half a second ago
+    watch._on_tick()
+    watch.close()
+    assert not waiter.done()
+    conn.since -= 0.6  # 1.1 s: one late tick is enough
+    watch._on_tick()
+    watch.close()
+    assert waiter.done()
+    with pytest.raises(StallError, match="no data for 1 s"):
+        await waiting

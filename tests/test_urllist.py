@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from downloader import Entry, ListError, load_list
@@ -175,10 +175,16 @@ def test_out_is_checked_as_the_name_it_becomes() -> None:
 
 @given(
     scheme=st.sampled_from(["http", "https", "HTTP", "Https"]),
-    host=st.text(alphabet="abcXYZ019.-", min_size=1, max_size=12),
+    host=st.one_of(
+        st.text(alphabet="abcXYZ019.-", min_size=1, max_size=12),
+        st.builds(
+            "{}xn--{}".format, st.sampled_from(["", "a.", "X"]), st.text("az09-", max_size=4)
+        ),
+    ),
     port=st.one_of(st.none(), st.integers(min_value=0, max_value=99999)),
     tail=st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=12),
 )
+@example(scheme="http", host="xn--a", port=None, tail="f")
 def test_the_fast_check_of_simple_urls_agrees_with_yarls_parse(
     scheme: str, host: str, port: int | None, tail: str
 ) -> None:

@@ -13,7 +13,6 @@ Layout (all JSON, written so that ``kill -9`` at any moment leaves it usable):
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -590,6 +589,8 @@ class RunState:
 
     # -- metadata of .part files ------------------------------------------
     def _part_meta(self, relpath: str) -> Path:
+        import hashlib  # (parts of big files only: not at every start)
+
         digest = hashlib.sha1(relpath.encode("utf-8")).hexdigest()
         return self.dir / "parts" / f"{digest}.json"
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
 import os
 import re
 import stat
@@ -251,6 +250,8 @@ def _strong_etag(etag: str | None) -> str | None:
 
 
 async def _hash_file(path: str | Path, algo: str, limit: int | None = None) -> Any:
+    import hashlib  # (checksums only: not at every start)
+
     hasher = hashlib.new(algo)
     remaining = limit
     import aiofiles  # (checksums only: not at every start)
@@ -645,6 +646,8 @@ class Transfer:
             if job.checksum is not None:
                 carried, self.carried_hash = self.carried_hash, None
                 if not offset:
+                    import hashlib
+
                     hasher = hashlib.new(job.checksum[0])
                 elif carried is not None and carried[1] == offset:
                     hasher = carried[0]  # a short 206 before: its bytes are hashed already

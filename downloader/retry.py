@@ -7,7 +7,6 @@ questions — is this transient? how long to sleep? — and holds no policy.
 from __future__ import annotations
 
 import asyncio
-import random
 import re
 import sys
 import time
@@ -40,6 +39,8 @@ class RetryPolicy:
 
     def delay(self, failures: int, retry_after: float | None = None) -> float:
         """Seconds to wait before the attempt that follows ``failures`` failures."""
+        import random  # (after a failure only: not at every start)
+
         backoff = random.uniform(0, min(self.cap, self.base * (2 ** max(failures - 1, 0))))
         if retry_after is not None:
             return max(min(retry_after, self.retry_after_cap), backoff)

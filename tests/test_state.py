@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from downloader.errors import NoRunError
 from downloader.state import (
@@ -129,3 +131,20 @@ def test_an_unparseable_url_loses_all_that_may_be_a_password() -> None:
     for url in ("http://al:pa#ss99@h/f", "http://al:pa?ss99@h/f", "http://al:pa/ss99@h/f"):
         assert redact_loose(url) == "http://***@h/f"
     assert redact_url("http://h?email=me@other") == "http://h?email=me@other"
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(_JSON)
+def test_the_state_writes_json_as_json_dumps_does(value: object) -> None:
+    """The encoders made once (entries, journal, report) write what
+    json.dumps(ensure_ascii=False) writes, lone surrogates and NaN included."""
+    from downloader.state import _compact, _text
+
+    assert _text(value) == json.dumps(value, ensure_ascii=False)
+    assert _compact(value) == json.dumps(value, ensure_ascii=False, separators=(",", ":"))

@@ -198,3 +198,11 @@ def test_the_fast_check_of_simple_urls_agrees_with_yarls_parse(
         + (f"/{tail}" if tail else "")
     )
     assert url_problem(url) == _url_problem.__wrapped__(url)
+
+
+@given(st.text(alphabet="ab:@/?#.%", max_size=20))
+def test_the_authority_ends_at_the_first_slash_question_mark_or_hash(rest: str) -> None:
+    from downloader.urls import authority_end
+
+    ends = [i for i, c in enumerate(rest) if c in "/?#"]
+    assert authority_end(rest) == (ends[0] if ends else len(rest))

@@ -205,8 +205,12 @@ class Namer:
         ``.part`` either way: an entry named ``f.bin.part`` must not be
         another entry's temporary file, nor ``f.bin`` the owner of one; nor
         is it (or its ``.part``) a folder of another entry's path."""
+        return self._taken.get(key) is None and self._nothing_around(candidate)
+
+    def _nothing_around(self, candidate: str) -> bool:
+        """``_free`` but for the name itself (known free already)."""
         taken = self._taken
-        if taken.get(key) is not None or taken.get(_digest(candidate + ".part")) is not None:
+        if taken.get(_digest(candidate + ".part")) is not None:
             return False
         if candidate.endswith(".part") and taken.get(_digest(candidate[:-5])) is not None:
             return False
@@ -279,7 +283,7 @@ class Namer:
         self._refs.append(line if line is not None else -(position or me + 1))
         name_key = _digest(relpath)
         held = self._taken.get(name_key)
-        if held is None and self._free(relpath, name_key):
+        if held is None and self._nothing_around(relpath):
             self._taken.put(name_key, me)
             self._sum(url, relpath, checksum)
             return relpath, None

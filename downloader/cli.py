@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
-import functools
 import logging
 import os
 import re
@@ -79,33 +78,8 @@ def _agent(text: str) -> str:
     return _header(f"User-Agent: {text}")[1]
 
 
-class _Formatter(argparse.HelpFormatter):
-    """argparse makes a formatter per option (to check its metavar) and one
-    more to parse, each asking shutil for the terminal's width: importing
-    shutil was 3 ms of every start. The width is found as shutil finds it."""
-
-    def __init__(self, prog: str) -> None:
-        super().__init__(prog, width=_terminal_width() - 2)
-
-
-@functools.cache
-def _terminal_width() -> int:
-    try:
-        columns = int(os.environ.get("COLUMNS", ""))
-    except ValueError:
-        columns = 0
-    if columns <= 0:
-        stdout = sys.__stdout__
-        try:
-            columns = os.get_terminal_size(stdout.fileno()).columns if stdout else 0
-        except (ValueError, OSError):
-            columns = 0
-    return columns or 80
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        formatter_class=_Formatter,
         prog="downloader",
         description="Download many files at once from a URL list (wget/aria2c format) "
         "or from URLs given as arguments.",

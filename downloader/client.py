@@ -776,8 +776,7 @@ class Downloader:
             except Exception as exc:
                 outcome = Outcome("failed", 0, transfer.attempts, f"internal error: {exc!r}")
             finally:
-                if job.promised:
-                    ctx.hosts.settle(job)  # skipped, or failed before its first request
+                ctx.hosts.settle(job)  # skipped, or failed before its first request
             self._note(state, progress, job, shown, outcome, key, act)
 
         ticker = asyncio.ensure_future(progress.tick_forever())

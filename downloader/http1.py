@@ -256,6 +256,8 @@ class Response:
 
     def _broken(self, conn: _Conn, got: int) -> TruncatedError:
         how = "reset" if conn.lost is not None else "closed"
+        if self._chunked:
+            return TruncatedError(f"connection {how} after {got} bytes of a chunked body")
         if self._left is None:
             return TruncatedError(f"connection {how} after {got} bytes (no length given)")
         return TruncatedError(f"connection {how} after {got} of {self.content_length} bytes")
@@ -278,8 +280,7 @@ class Response:
                     raise ConnectionFailed(f"invalid response from the server: {error}")
                 continue
             if conn.eof:
-                how = "reset" if conn.lost is not None else "closed"
-                raise TruncatedError(f"connection {how} after {got} bytes of a chunked body")
+                raise self._broken(conn, got)
             await conn.more()
 
     def _feed(self, conn: _Conn) -> httptools.HttpParserError | None:

@@ -252,10 +252,10 @@ def _strong_etag(etag: str | None) -> str | None:
 async def _hash_file(path: str | Path, algo: str, limit: int | None = None) -> Any:
     import hashlib  # (checksums only: not at every start)
 
+    import aiofiles
+
     hasher = hashlib.new(algo)
     remaining = limit
-    import aiofiles  # (checksums only: not at every start)
-
     async with aiofiles.open(path, "rb") as f:
         while remaining is None or remaining > 0:
             size = _READ_CHUNK if remaining is None else min(_READ_CHUNK, remaining)
@@ -510,7 +510,7 @@ class Transfer:
             ctx.hosts.settle(self.job)
             await self._run_segments(url, part, None, no_slot, create=False)
             return
-        release = no_slot if ctx.hosts.limit is None else await ctx.hosts.acquire(url, self.job)
+        release = await ctx.hosts.acquire(url, self.job)
         self.attempts += 1  # attempts are requests sent, here and per segment
         try:
             await self._request(url, part, offset, release)
@@ -527,7 +527,7 @@ class Transfer:
         headers = CIMultiDict(ctx.base_headers)
         if self.job.headers:
             headers.update(self.job.headers)  # the entry's replace the run's, by name
-        if "@" in url and has_userinfo(url) and "Authorization" in headers:
+        if has_userinfo(url) and "Authorization" in headers:
             url = strip_userinfo(url)  # an explicit Authorization header wins, as in curl
         if byte_range is not None and self.meta is not None:
             headers["Range"] = byte_range
@@ -631,12 +631,7 @@ class Transfer:
                 else:
                     total = resp.content_length
                 self._start_part(part, url, resp, total)
-                if (
-                    settings.split > 1
-                    and status == 200
-                    and not self.no_split
-                    and splittable(resp, total, settings.split)
-                ):
+                if status == 200 and not self.no_split and splittable(resp, total, settings.split):
                     assert self.meta is not None and total is not None
                     self.meta["segments"] = plan(total, settings.split)
                     await self._run_segments(url, part, resp, release, create=True)
@@ -744,7 +739,7 @@ class Transfer:
         old_saved = bool(self.meta and self.meta.get("saved"))
         meta: dict[str, Any] = {
             "path": self.job.path,
-            "url": redact_url(url) if "@" in url else url,
+            "url": redact_url(url),
             "etag": resp.headers.get("ETag"),
             "last_modified": resp.headers.get("Last-Modified"),
             "total": total,

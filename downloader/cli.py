@@ -128,6 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
         f"least {MIN_SEGMENT // 2**20} MiB (default: {DEFAULT_SPLIT})",
     )
     p.add_argument(
+        "--processes",
+        type=_positive,
+        metavar="N",
+        help="processes sharing a long list's transfers (Linux; 1: one process; default: "
+        "2 for 512 files or more when two cores are free, without bars, --per-host or "
+        "--limit-rate)",
+    )
+    p.add_argument(
         "--retries",
         type=_count,
         default=5,
@@ -507,6 +515,7 @@ def _main(argv: Sequence[str] | None) -> int:
             content_disposition=args.content_disposition,
             insecure=args.insecure,
             max_redirects=args.max_redirects,
+            processes=args.processes,
             report=_stdout_report() if args.report == "-" else args.report,
             quiet=args.quiet,
             progress="lines" if args.no_progress else None,

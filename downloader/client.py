@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -38,6 +39,7 @@ from .state import (
 )
 from .transfer import Context, Job, Outcome, Transfer
 from .urllist import entries_from, parse_checksum, url_problem
+from .workers import FORK_AT, Dealer, Worker, auto_processes, can_fork, fork, stop_on_signals
 
 if TYPE_CHECKING:
     import aiohttp
@@ -68,6 +70,15 @@ class Downloader:
     Use ``async with Downloader(...) as dl`` to keep one HTTP session (and
     its connection pool) across several calls, or pass ``session=`` to use
     an ``aiohttp.ClientSession`` of your own.
+
+    ``processes``: more than 1 shares a list of 512 files or more with
+    forked worker processes (Linux only; one core runs out long before the
+    network on small files); None picks (two where two cores are free).
+    The default, 1, never forks: a worker holds a copy of every file and
+    socket the calling process has open until it ends, which the command
+    line can afford and a caller's program may not. Runs with
+    ``on_progress``, bars, ``per_host``, ``limit_rate``, a session, or
+    inside ``async with`` keep to one process.
     """
 
     def __init__(
@@ -87,6 +98,7 @@ class Downloader:
         content_disposition: bool = False,
         insecure: bool = False,
         max_redirects: int = 10,
+        processes: int | None = 1,
         report: str | Path | None = None,
         quiet: bool = False,
         progress: bool | Literal["lines"] | None = None,
@@ -114,6 +126,7 @@ class Downloader:
             content_disposition=content_disposition,
             insecure=insecure,
             max_redirects=max_redirects,
+            processes=processes,
             report=Path(report) if report is not None else None,
             quiet=quiet,
             progress=progress,
@@ -442,11 +455,13 @@ class Downloader:
         only: set[int] | None,
         progress: Progress | None = None,
         fresh: bool = False,
+        done: Callable[[int], bool] | None = None,
     ) -> Iterator[Job]:
         """The entries to fetch, in list order; on the way, those the list
         settled (invalid ones; duplicates, in the run that found them) are
-        shown as ended, in their place."""
-        ledger = state.ledger
+        shown as ended, in their place. ``done``: what counts as done, when
+        not the ledger as it is at each entry."""
+        done = done or state.ledger.done
         for data in state.iter_entries():
             i = data["i"]
             if only is not None and i not in only:
@@ -455,7 +470,7 @@ class Downloader:
                 if progress is not None and (fresh or data.get("path") is None):
                     progress.settled(state.record_of(data))
                 continue
-            if ledger.done(i):
+            if done(i):
                 continue
             urls, headers = self._sources(data)
             checksum = data.get("checksum")
@@ -591,7 +606,9 @@ class Downloader:
                     self._own_pool = ctx.fast
         try:
             if not interrupted:
-                interrupted = await self._transfer_all(ctx, progress, only, source is not None)
+                interrupted = await self._transfer_all(
+                    ctx, progress, only, source is not None, todo
+                )
         except asyncio.CancelledError:
             interrupted = True
             raise
@@ -695,7 +712,8 @@ class Downloader:
             else:
                 loop.call_soon_threadsafe(settle, None)
 
-        threading.Thread(target=work, name="downloader-list", daemon=True).start()
+        reader = threading.Thread(target=work, name="downloader-list", daemon=True)
+        reader.start()
         stop: asyncio.Future[Any] = asyncio.ensure_future(self._stop.wait())
         try:
             await asyncio.wait([done, stop], return_when=asyncio.FIRST_COMPLETED)
@@ -707,6 +725,9 @@ class Downloader:
         finally:
             stop.cancel()
         if done.done():
+            # its last step was to say so: gone in a moment (a run forks
+            # only with no other thread: workers.can_fork)
+            reader.join()
             done.result()
             return False
         stopping.set()
@@ -757,9 +778,39 @@ class Downloader:
                 )
 
     async def _transfer_all(
-        self, ctx: Context, progress: Progress, only: set[int] | None, fresh: bool
+        self, ctx: Context, progress: Progress, only: set[int] | None, fresh: bool, todo: int
     ) -> bool:
         """Every job through the sliding window; True when stopped early."""
+        n = self._processes(ctx, progress, todo)
+        if n > 1:
+            return await self._shared(ctx, progress, only, fresh, n)
+        jobs = self._jobs(ctx.state, only, progress, fresh)
+        return await self._window(ctx, progress, jobs, self.settings.jobs)
+
+    def _processes(self, ctx: Context, progress: Progress, todo: int) -> int:
+        """How many processes share the run's transfers (workers.py): one,
+        unless the list is long and nothing of the run would be broken by
+        a copy in another process."""
+        s = self.settings
+        n = s.processes if s.processes is not None else auto_processes()
+        if (
+            n < 2
+            or todo < FORK_AT
+            or s.jobs < 2
+            or ctx.fast is None  # a rate for all, a caller's session, server names
+            or self._entered  # a session and pool that outlive the call
+            or s.per_host is not None  # a bound over all processes' requests
+            or s.on_progress is not None  # the caller's, in this process
+            or progress.mode == "bars"  # one terminal, one set of bars
+            or not can_fork()
+        ):
+            return 1
+        return min(n, s.jobs)
+
+    async def _window(
+        self, ctx: Context, progress: Progress, jobs: Iterator[Job], width: int
+    ) -> bool:
+        """``jobs`` through a window of ``width``; True when stopped early."""
         assert self._stop is not None
         state = ctx.state
 
@@ -781,11 +832,7 @@ class Downloader:
 
         ticker = asyncio.ensure_future(progress.tick_forever())
         window = asyncio.ensure_future(
-            run_window(
-                prefer_free_hosts(self._jobs(state, only, progress, fresh), ctx.hosts),
-                self.settings.jobs,
-                handle,
-            )
+            run_window(prefer_free_hosts(jobs, ctx.hosts), width, handle)
         )
         stopper = asyncio.ensure_future(self._stop.wait())
         try:
@@ -802,6 +849,111 @@ class Downloader:
             stopper.cancel()
             ticker.cancel()
             await asyncio.gather(window, stopper, ticker, return_exceptions=True)
+
+    async def _shared(
+        self, ctx: Context, progress: Progress, only: set[int] | None, fresh: bool, n: int
+    ) -> bool:
+        """The run's jobs dealt out to ``n`` processes, this one and n - 1
+        forked workers, each with its share of ``--jobs``; the workers'
+        outcomes come into this process's ledger as they end."""
+        assert self._stop is not None
+        width = self.settings.jobs
+        shares = [width // n + (k < width % n) for k in range(n)]
+        # Every process reads the same stream of jobs and takes the next
+        # one dealt to it: what is done is taken as of now, as the workers'
+        # outcomes will come into this process's ledger while it reads
+        done = ctx.state.ledger.done_now()
+        dealer = Dealer()
+        workers: list[Worker] = []
+        for k in range(1, n):
+            try:
+                pid, fd = fork(
+                    partial(
+                        self._worker,
+                        ctx,
+                        progress.mode,
+                        (only, fresh, done),
+                        (dealer, shares[k]),
+                        os.getpid(),
+                    )
+                )
+            except OSError:
+                break  # fewer workers: those there are take the rest
+            workers.append(Worker(pid, fd, ctx.state.adopt))
+        ours = dealer.deal(self._jobs(ctx.state, only, progress, fresh, done))
+        mine = width - sum(shares[1 : len(workers) + 1])
+        stopped = True
+        try:
+            stopped = await self._window(ctx, progress, ours, mine)
+            if not stopped and workers:
+                stopped = await self._until_done(workers)
+        finally:
+            if stopped:
+                for w in workers:
+                    w.stop()
+            # their last outcomes, even when this one is cancelled
+            await asyncio.gather(*(w.done for w in workers), return_exceptions=True)
+            dealer.close()
+        for w in workers:
+            if w.end is None:
+                _warn(
+                    f"a worker process (pid {w.pid}) ended before its jobs did: "
+                    "those it did not finish are left for --retry"
+                )
+                stopped = True
+            else:
+                ctx.received += w.end["received"]
+                stopped = stopped or w.end["stopped"]
+        return stopped
+
+    async def _until_done(self, workers: list[Worker]) -> bool:
+        """Wait for the workers' ends, or the run's stop (True)."""
+        assert self._stop is not None
+        stopper: asyncio.Future[Any] = asyncio.ensure_future(self._stop.wait())
+        try:
+            pending: set[asyncio.Future[Any]] = {w.done for w in workers}
+            while pending and not stopper.done():
+                await asyncio.wait({stopper, *pending}, return_when=asyncio.FIRST_COMPLETED)
+                pending = {f for f in pending if not f.done()}
+            return stopper.done()
+        finally:
+            stopper.cancel()
+
+    async def _worker(
+        self,
+        ctx: Context,
+        mode: Mode,
+        which: tuple[set[int] | None, bool, Callable[[int], bool]],
+        deal: tuple[Dealer, int],
+        parent: int,
+        fd: int,
+    ) -> dict[str, Any]:
+        """A worker's run (forked): the jobs dealt to it, ``width`` at once,
+        with what the parent made for the run, except what belongs to the
+        parent's loop."""
+        from .http1 import Pool
+
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        stop_on_signals(self._stop.set, parent)
+        ctx.state.echo = fd
+        ctx.received = 0
+        ctx._session = None
+        proxies = ctx.proxies
+        ctx.fast = Pool(self.settings.timeout, _direct(proxies) if proxies.active else None)
+        progress = Progress(mode, 0)
+        only, fresh, done = which
+        dealer, width = deal
+        # (progress None: the list's own lines, invalid entries, are the parent's)
+        jobs = self._jobs(ctx.state, only, None, fresh, done)
+        try:
+            stopped = await self._window(ctx, progress, dealer.deal(jobs), width)
+        finally:
+            progress.close()
+            await ctx.fast.close()
+            if ctx._session is not None:
+                await ctx._session[0].close()
+        return {"received": ctx.received, "stopped": stopped}
 
     @staticmethod
     def _note(

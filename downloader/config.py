@@ -122,6 +122,10 @@ class Settings:
     content_disposition: bool = False
     insecure: bool = False
     max_redirects: int = 10
+    #: processes sharing a long list's transfers (workers.py); None: as
+    #: many as pay on this machine (two where two cores are free), 1: never
+    #: fork (a library's default; the command line's is None)
+    processes: int | None = 1
     report: Path | None = None
     quiet: bool = False
     #: None: bars when stderr is a terminal, plain lines otherwise;
@@ -158,6 +162,8 @@ class Settings:
                 raise ValueError(f"{name} must be 0 or more")
         if self.per_host is not None and self.per_host < 1:
             raise ValueError("per_host must be at least 1")
+        if self.processes is not None and self.processes < 1:
+            raise ValueError("processes must be at least 1")
         if not 0 < self.timeout <= MAX_TIMEOUT:
             raise ValueError(f"timeout must be more than 0 and at most {MAX_TIMEOUT:.0f} seconds")
         if self.limit_rate is not None and self.limit_rate <= 0:

@@ -34,6 +34,7 @@ from .models import NOT_STARTED, Record, Status
 from .naming import STATE_DIR
 from .text import printable
 from .urls import authority_end
+from .workers import write_all
 
 _STATUSES: tuple[str, ...] = ("pending", "complete", "skipped", "failed")
 _CODE = {name: code for code, name in enumerate(_STATUSES)}
@@ -127,6 +128,11 @@ class Ledger:
     def done(self, i: int) -> bool:
         """Complete or skipped: nothing left to do for entry ``i``."""
         return self.status[i] in (_COMPLETE, _SKIPPED)
+
+    def done_now(self) -> Callable[[int], bool]:
+        """:meth:`done` as of now, whatever is set later."""
+        status = bytes(self.status)
+        return lambda i: status[i] in (_COMPLETE, _SKIPPED)
 
     def outcome(self, i: int) -> Status:
         """The status a report gives: one never finished counts as failed."""
@@ -237,6 +243,9 @@ class RunState:
         #: why the journal could not be written (a full disk), if it could not
         self.journal_error: str | None = None
         self._lock: IO[bytes] | None = None
+        #: in a worker process (workers.py): the pipe each outcome also goes
+        #: up, to the parent that keeps the run's ledger
+        self.echo: int | None = None
 
     # -- paths -------------------------------------------------------------
     @property
@@ -389,13 +398,17 @@ class RunState:
         with contextlib.suppress(FileNotFoundError), open(self.journal_path, encoding="utf-8") as f:
             for line in f:
                 try:
-                    rec = json.loads(line)
-                    i = rec["i"]
-                    self.ledger.set(i, rec["s"], rec["b"], rec["a"], rec["e"])
-                    if "p" in rec:
-                        self.ledger.paths[i] = rec["p"]
+                    self.adopt(json.loads(line))
                 except (ValueError, KeyError, IndexError, TypeError):
                     continue  # a torn last line after kill -9
+
+    def adopt(self, rec: dict[str, Any]) -> None:
+        """An outcome journalled elsewhere (a worker process, an earlier
+        run), into the ledger."""
+        i = rec["i"]
+        self.ledger.set(i, rec["s"], rec["b"], rec["a"], rec["e"])
+        if "p" in rec:
+            self.ledger.paths[i] = rec["p"]
 
     def _damaged(self, path: Path, line: int | None = None) -> NoRunError:
         """A state file that is not what this program writes (edited, or
@@ -476,13 +489,17 @@ class RunState:
         if path is not None:
             self.ledger.paths[i] = path
             tail = ',"p":' + _text(path)
+        # formatted by hand: this runs once per file, json.dumps of a dict costs more
+        line = f'{{"i":{i},"s":"{status}","b":{nbytes},"a":{attempts},"e":{err}{tail}}}\n'
+        if self.echo is not None:
+            try:
+                write_all(self.echo, line.encode("utf-8", _LONE))
+            except OSError:  # the parent is gone: the journal still has it
+                self.echo = None
         try:
             if self._journal is None:
                 self._journal = self._open_journal()
-            # formatted by hand: this runs once per file, json.dumps of a dict costs more
-            self._journal.write(
-                f'{{"i":{i},"s":"{status}","b":{nbytes},"a":{attempts},"e":{err}{tail}}}\n'
-            )
+            self._journal.write(line)
             # Flushed per line: batching saved ~2% on tiny files, but a line
             # held back (a duplicate's, an invalid entry's) made --retry after a
             # kill -9 start a second transfer into one .part.

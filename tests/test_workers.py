@@ -1,0 +1,221 @@
+"""A long list shared with a forked worker (workers.py): the real program,
+a real server, and the worker seen in /proc while its requests are held."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from downloader.workers import FORK_AT, Dealer
+
+from .conftest import blob
+from .server import FaultServer
+from .test_cli import report, run_cli, spawn_cli, wait_for
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or len(os.sched_getaffinity(0)) < 2,
+    reason="workers fork on Linux, with two cores",
+)
+
+N = FORK_AT + 88
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                stat = Path(f"/proc/{name}/stat").read_text()
+            except OSError:
+                continue
+            # the name in parentheses may hold spaces: the fields follow its end
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.append(int(name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def long_list(
+    server: FaultServer, tmp_path: Path, gated: int, gate: asyncio.Event, missing: set[int]
+) -> tuple[Path, dict[str, bytes]]:
+    """N small files: those from ``gated`` on wait for ``gate`` after their
+    head; those in ``missing`` are 404s."""
+    bodies = {}
+    urls = []
+    for i in range(N):
+        path = f"/w{i:04d}.bin"
+        urls.append(server.url(path))
+        if i in missing:
+            continue
+        bodies[path[1:]] = body = blob(200 + i % 97, i)
+        server.add(path, body, gate=gate if i >= gated else None)
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join(urls) + "\n")
+    return listing, bodies
+
+
+def held(server: FaultServer, jobs: int) -> bool:
+    return server.in_flight >= jobs
+
+
+async def test_a_long_list_is_shared_with_a_worker_and_reported_whole(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    gate = asyncio.Event()
+    missing = {7, 300, N - 1}
+    listing, bodies = long_list(server, tmp_path, N // 2, gate, missing)
+    out = tmp_path / "out"
+    proc = await spawn_cli(
+        str(listing),
+        "-o",
+        str(out),
+        "-j",
+        "6",
+        "--no-progress",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    await wait_for(lambda: held(server, 6), "six requests held")
+    workers = children_of(proc.pid)
+    assert len(workers) == 1, workers
+    assert server.max_in_flight == 6  # --jobs bounds both processes together
+    gate.set()
+    _, err_bytes = await proc.communicate()
+    err = err_bytes.decode()
+    assert proc.returncode == 1, err
+    for name, body in bodies.items():
+        assert (out / name).read_bytes() == body, name
+    assert not list(out.glob("*.part"))
+    # each file once, whichever process took it
+    assert all(server.requests[f"/{name}"] == 1 for name in bodies)
+    assert sum(server.requests.values()) == N
+    lines = err.splitlines()
+    assert sorted(line.split()[1] for line in lines if line.startswith("complete ")) == sorted(
+        bodies
+    )
+    assert f"Done: {N - 3} complete, 0 skipped, 3 failed" in err
+    assert "Failed (3):" in err
+    for i in missing:
+        assert any(f"w{i:04d}.bin" in line and "404" in line for line in lines), i
+    rep = report(out)
+    assert rep["summary"]["total"] == N
+    assert rep["summary"]["complete"] == N - 3
+    assert rep["summary"]["bytes_downloaded"] == sum(map(len, bodies.values()))
+    assert rep["summary"]["interrupted"] is False
+    assert [e["status"] == "failed" for e in rep["entries"]] == [i in missing for i in range(N)]
+    assert not alive(workers[0])
+
+
+async def test_processes_1_keeps_to_one_process(server: FaultServer, tmp_path: Path) -> None:
+    gate = asyncio.Event()
+    listing, bodies = long_list(server, tmp_path, 0, gate, set())
+    out = tmp_path / "out"
+    proc = await spawn_cli(str(listing), "-o", str(out), "-j", "4", "-q", "--processes", "1")
+    await wait_for(lambda: held(server, 4), "four requests held")
+    assert children_of(proc.pid) == []
+    gate.set()
+    assert await proc.wait() == 0
+    assert len(list(out.glob("*.bin"))) == len(bodies)
+
+
+@pytest.mark.parametrize("to", ["parent", "group"])
+async def test_a_stop_stops_the_worker_too_and_retry_finishes(
+    server: FaultServer, tmp_path: Path, to: str
+) -> None:
+    """SIGTERM to the parent alone (it stops its worker), or Ctrl-C to the
+    terminal's process group (each gets one)."""
+    gate = asyncio.Event()
+    listing, bodies = long_list(server, tmp_path, 100, gate, set())
+    out = tmp_path / "out"
+    proc = await spawn_cli(
+        str(listing),
+        "-o",
+        str(out),
+        "-j",
+        "8",
+        "-q",
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    await wait_for(lambda: held(server, 8), "eight requests held")
+    (worker,) = children_of(proc.pid)
+    if to == "parent":
+        proc.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(proc.pid, signal.SIGINT)
+    _, err = await proc.communicate()
+    assert proc.returncode == 130, err
+    assert not alive(worker)
+    rep = report(out)
+    assert rep["summary"]["interrupted"] is True
+    done = [e["path"] for e in rep["entries"] if e["status"] == "complete"]
+    assert len(done) >= 100
+    for name in done:
+        assert (out / name).read_bytes() == bodies[name]
+    assert not any((out / e["path"]).exists() for e in rep["entries"] if e["status"] != "complete")
+
+    gate.set()
+    code, _, err2 = await run_cli("--retry", "-o", str(out), "-q")
+    assert code == 0, err2
+    for name, body in bodies.items():
+        assert (out / name).read_bytes() == body, name
+    for name in done:  # what the first run finished is not fetched again
+        assert server.requests[f"/{name}"] == 1
+    assert report(out)["summary"]["complete"] == N
+
+
+async def test_a_worker_stops_when_its_parent_is_killed(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    gate = asyncio.Event()
+    listing, bodies = long_list(server, tmp_path, 50, gate, set())
+    out = tmp_path / "out"
+    proc = await spawn_cli(str(listing), "-o", str(out), "-j", "8", "-q")
+    await wait_for(lambda: held(server, 8), "eight requests held")
+    (worker,) = children_of(proc.pid)
+    proc.kill()
+    await proc.wait()
+    # its requests are still held: only the parent's death can stop it
+    await wait_for(lambda: not alive(worker), "the worker to stop")
+    gate.set()
+    code, _, err = await run_cli("--retry", "-o", str(out), "-q")
+    assert code == 0, err
+    for name, body in bodies.items():
+        assert (out / name).read_bytes() == body, name
+    assert not list(out.glob("*.part"))
+
+
+def test_the_dealer_gives_each_job_to_one_taker() -> None:
+    dealer = Dealer()
+    try:
+        takers = [dealer.deal(iter(range(50))) for _ in range(3)]
+        got: list[list[int]] = [[], [], []]
+        turn = 0
+        live = {0, 1, 2}
+        while live:
+            k = [0, 0, 1, 2, 2, 2][turn % 6]  # uneven turns, as busy processes take
+            turn += 1
+            if k not in live:
+                continue
+            job = next(takers[k], None)
+            if job is None:
+                live.discard(k)
+            else:
+                got[k].append(job)
+        assert sorted(got[0] + got[1] + got[2]) == list(range(50))
+        assert all(g == sorted(g) for g in got)
+        assert len(got[2]) > len(got[1])  # the busier taker took more
+    finally:
+        dealer.close()

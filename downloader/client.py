@@ -904,6 +904,8 @@ class Downloader:
             else:
                 ctx.received += w.end["received"]
                 stopped = stopped or w.end["stopped"]
+                if ctx.state.journal_error is None:
+                    ctx.state.journal_error = w.end["journal_error"]
         return stopped
 
     async def _until_done(self, workers: list[Worker]) -> bool:
@@ -953,7 +955,11 @@ class Downloader:
             await ctx.fast.close()
             if ctx._session is not None:
                 await ctx._session[0].close()
-        return {"received": ctx.received, "stopped": stopped}
+        return {
+            "received": ctx.received,
+            "stopped": stopped,
+            "journal_error": ctx.state.journal_error,  # the parent's warning says it
+        }
 
     @staticmethod
     def _note(

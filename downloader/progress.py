@@ -56,6 +56,9 @@ class Activity:
 
 Mode = Literal["bars", "lines", "quiet"]
 
+#: Characters in one write of lines: at most PIPE_BUF (4,096) bytes in UTF-8
+_ATOMIC = 1024
+
 
 def fmt_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
@@ -199,10 +202,24 @@ class Progress:
             self.refresh()
 
     def _flush_lines(self) -> None:
-        if self._lines:
-            self.stream.write("\n".join(self._lines) + "\n")
-            self.stream.flush()
-            self._lines.clear()
+        """In writes of at most 4 KiB (1,024 characters of UTF-8), whole
+        lines each: a pipe takes such a write whole, never torn by another
+        process's lines (a run's worker writes to the same stderr)."""
+        lines = self._lines
+        if not lines:
+            return
+        batch: list[str] = []
+        size = 0
+        for line in lines:
+            if batch and size + len(line) >= _ATOMIC:
+                self.stream.write("\n".join(batch) + "\n")
+                self.stream.flush()
+                batch, size = [], 0
+            batch.append(line)
+            size += len(line) + 1
+        self.stream.write("\n".join(batch) + "\n")
+        self.stream.flush()
+        lines.clear()
 
     def refresh(self) -> None:
         try:

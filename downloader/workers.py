@@ -29,6 +29,9 @@ from typing import Any, NoReturn, TypeVar
 
 T = TypeVar("T")
 
+#: The signals that stop a run (and a worker)
+STOPS = {signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])}
+
 #: Jobs a run must have before it forks: a short list's transfers take less
 #: than the fork and a second event loop would save.
 FORK_AT = 512
@@ -161,15 +164,20 @@ def fork(child: Callable[[int], Coroutine[Any, Any, dict[str, Any]]]) -> tuple[i
         with contextlib.suppress(OSError, ValueError, AttributeError):
             stream.flush()  # or the child would write it again
     r, w = os.pipe()
+    # held until the worker has its own handlers: one that came in between
+    # would meet the parent's, and be lost
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
     try:
         pid = os.fork()
     except OSError:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
         os.close(r)
         os.close(w)
         raise
     if pid == 0:
         os.close(r)
         _child_main(child, w)
+    signal.pthread_sigmask(signal.SIG_SETMASK, held)
     os.close(w)
     return pid, r
 
@@ -199,11 +207,10 @@ def stop_on_signals(stop: Callable[[], None], parent: int) -> None:
     sends its workers SIGTERM too, so each stops as a Ctrl-C would, its
     state saved, rather than run on unseen."""
     loop = asyncio.get_running_loop()
-    hup = getattr(signal, "SIGHUP", None)
-    for sig in (signal.SIGINT, signal.SIGTERM, hup):
-        if sig is None or signal.getsignal(sig) == signal.SIG_IGN:
-            continue  # nohup: the run outlives the terminal
-        loop.add_signal_handler(sig, stop)
+    for sig in STOPS:
+        if signal.getsignal(sig) != signal.SIG_IGN:  # nohup: the run outlives the terminal
+            loop.add_signal_handler(sig, stop)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)  # blocked since the fork
     try:
         import ctypes
 

@@ -951,6 +951,7 @@ class Downloader:
         try:
             stopped = await self._window(ctx, progress, dealer.deal(jobs), width)
         finally:
+            ctx.state.flush_echo()
             progress.close()
             await ctx.fast.close()
             if ctx._session is not None:

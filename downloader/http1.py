@@ -87,6 +87,8 @@ class _Conn(asyncio.BufferedProtocol):
         self.watch: _Watch | None = None
         #: when the reader began to wait (the loop's clock)
         self.since = 0.0
+        #: kept: each asyncio.get_running_loop() makes a system call (getpid)
+        self.loop = asyncio.get_running_loop()
 
     # -- asyncio's side ----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -143,7 +145,7 @@ class _Conn(asyncio.BufferedProtocol):
             return
         watch = self.watch
         assert watch is not None
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         waiter = self.waiter = loop.create_future()
         self.want = want
         self.since = loop.time()
@@ -523,14 +525,14 @@ class Pool:
         if conn.high > RELEASE_ABOVE:  # the pages a big body filled
             conn.buf.madvise(mmap.MADV_DONTNEED)
             conn.high = 0
-        conn.idle_since = asyncio.get_running_loop().time()
+        conn.idle_since = conn.loop.time()
         self._idle.setdefault(key, []).append(conn)
 
     def _take(self, key: tuple[str, int]) -> _Conn | None:
         idle = self._idle.get(key)
         if not idle:
             return None
-        now = asyncio.get_running_loop().time()
+        now = idle[-1].loop.time()
         while idle:
             conn = idle.pop()
             if conn.eof or conn.start != conn.end or now - conn.idle_since > KEEP_IDLE:

@@ -244,8 +244,11 @@ class RunState:
         self.journal_error: str | None = None
         self._lock: IO[bytes] | None = None
         #: in a worker process (workers.py): the pipe each outcome also goes
-        #: up, to the parent that keeps the run's ledger
+        #: up, to the parent that keeps the run's ledger; a few KiB at a
+        #: time (the journal has each at once)
         self.echo: int | None = None
+        self._echoed: list[str] = []
+        self._echo_size = 0
 
     # -- paths -------------------------------------------------------------
     @property
@@ -492,10 +495,10 @@ class RunState:
         # formatted by hand: this runs once per file, json.dumps of a dict costs more
         line = f'{{"i":{i},"s":"{status}","b":{nbytes},"a":{attempts},"e":{err}{tail}}}\n'
         if self.echo is not None:
-            try:
-                write_all(self.echo, line.encode("utf-8", _LONE))
-            except OSError:  # the parent is gone: the journal still has it
-                self.echo = None
+            self._echoed.append(line)
+            self._echo_size += len(line)
+            if self._echo_size >= 3072:
+                self.flush_echo()
         try:
             if self._journal is None:
                 self._journal = self._open_journal()
@@ -511,6 +514,16 @@ class RunState:
             # --retry check that entry again.
             self.journal_error = exc.strerror or str(exc)
             self._close_journal()
+
+    def flush_echo(self) -> None:
+        if self._echoed and self.echo is not None:
+            data = "".join(self._echoed).encode("utf-8", _LONE)
+            self._echoed.clear()
+            self._echo_size = 0
+            try:
+                write_all(self.echo, data)
+            except OSError:  # the parent is gone: the journal still has them
+                self.echo = None
 
     def _open_journal(self) -> IO[str]:
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -41,6 +41,12 @@ def more_files() -> None:
 
 
 def main() -> int:
+    # From an editable install (the README's), the package runs from its
+    # sources; with PYTHONDONTWRITEBYTECODE set (containers, CI), every start
+    # compiled them all again: 25-30 ms of a 0.4 s run of 2,000 small files.
+    # Installed packages were compiled by their installer: this writes only
+    # the package's own __pycache__, once.
+    sys.dont_write_bytecode = False
     for sig in stop_signals()[1:]:
         signal.signal(sig, raise_interrupt)
     more_files()

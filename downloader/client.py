@@ -796,6 +796,7 @@ class Downloader:
         if (
             n < 2
             or todo < FORK_AT
+            or (self._stop is not None and self._stop.is_set())  # stopped already
             or s.jobs < 2
             or ctx.fast is None  # a rate for all, a caller's session, server names
             or self._entered  # a session and pool that outlive the call
@@ -857,13 +858,32 @@ class Downloader:
         forked workers, each with its share of ``--jobs``; the workers'
         outcomes come into this process's ledger as they end."""
         assert self._stop is not None
+        state = ctx.state
         width = self.settings.jobs
         shares = [width // n + (k < width % n) for k in range(n)]
         # Every process reads the same stream of jobs and takes the next
         # one dealt to it: what is done is taken as of now, as the workers'
         # outcomes will come into this process's ledger while it reads
-        done = ctx.state.ledger.done_now()
-        dealer = Dealer()
+        done = state.ledger.done_now()
+        try:
+            dealer = Dealer()
+        except OSError:  # no shared memory here (a sandbox): one process
+            return await self._window(
+                ctx, progress, self._jobs(state, only, progress, fresh), width
+            )
+        #: entries taken here or reported by a worker: what a worker that
+        #: died had been dealt and not finished is what is left at zero
+        settled = bytearray(len(state.ledger))
+
+        def take(rec: dict[str, Any]) -> None:
+            state.adopt(rec)
+            settled[rec["i"]] = 1
+
+        def ours() -> Iterator[Job]:
+            for job in dealer.deal(self._jobs(state, only, progress, fresh, done)):
+                settled[job.index] = 1
+                yield job
+
         workers: list[Worker] = []
         for k in range(1, n):
             try:
@@ -879,34 +899,53 @@ class Downloader:
                 )
             except OSError:
                 break  # fewer workers: those there are take the rest
-            workers.append(Worker(pid, fd, ctx.state.adopt))
-        ours = dealer.deal(self._jobs(ctx.state, only, progress, fresh, done))
-        mine = width - sum(shares[1 : len(workers) + 1])
-        stopped = True
+            workers.append(Worker(pid, fd, take))
+        stopped = True  # this process's own window
+        waited = False  # a stop came while the workers went on
         try:
-            stopped = await self._window(ctx, progress, ours, mine)
+            stopped = await self._window(
+                ctx, progress, ours(), width - sum(shares[1 : len(workers) + 1])
+            )
             if not stopped and workers:
-                stopped = await self._until_done(workers)
+                waited = await self._until_done(workers)
         finally:
-            if stopped:
+            if stopped or waited:
                 for w in workers:
                     w.stop()
             # their last outcomes, even when this one is cancelled
             await asyncio.gather(*(w.done for w in workers), return_exceptions=True)
             dealer.close()
-        for w in workers:
-            if w.end is None:
-                _warn(
-                    f"a worker process (pid {w.pid}) ended before its jobs did: "
-                    "those it did not finish are left for --retry"
+        ended = [w for w in workers if w.end is not None]
+        for w in ended:
+            ctx.received += w.end["received"]  # type: ignore[index]
+            if state.journal_error is None:
+                state.journal_error = w.end["journal_error"]  # type: ignore[index]
+        if len(ended) < len(workers):
+            finish = not stopped and not self._stop.is_set()
+            for w in workers:
+                if w.end is None:
+                    then = "are fetched by the main one" if finish else "are left for --retry"
+                    _warn(
+                        f"a worker process (pid {w.pid}) {w.how_it_ended()}: "
+                        f"the files it had not finished {then}"
+                    )
+            if finish:
+                # What it had finished is in the journal (its last outcomes
+                # may not have come up the pipe); the rest is done here,
+                # resuming its .part files.
+                for rec in state.journalled():
+                    if not settled[rec["i"]]:
+                        take(rec)
+                ctx.untouched = False
+                left = (
+                    job
+                    for job in self._jobs(state, only, None, fresh, done)
+                    if not settled[job.index]
                 )
-                stopped = True
-            else:
-                ctx.received += w.end["received"]
-                stopped = stopped or w.end["stopped"]
-                if ctx.state.journal_error is None:
-                    ctx.state.journal_error = w.end["journal_error"]
-        return stopped
+                return await self._window(ctx, progress, left, width)
+            return True
+        # (a stop that came once a worker had ended its jobs stopped nothing)
+        return stopped or any(w.end["stopped"] for w in ended)  # type: ignore[index]
 
     async def _until_done(self, workers: list[Worker]) -> bool:
         """Wait for the workers' ends, or the run's stop (True)."""

@@ -398,11 +398,23 @@ class RunState:
                     f.seek(end - 1)
                     if f.read(1) != b"\n":
                         raise self._damaged(self.entries_path, len(self.ledger) + 1)
+        for rec in self.journalled():
+            with contextlib.suppress(KeyError, IndexError, TypeError, ValueError):
+                self.adopt(rec)  # a line some other version wrote, or torn
+
+    def journalled(self) -> Iterator[dict[str, Any]]:
+        """The journal's outcomes, in order (later lines win)."""
         with contextlib.suppress(FileNotFoundError), open(self.journal_path, encoding="utf-8") as f:
             for line in f:
                 try:
-                    self.adopt(json.loads(line))
-                except (ValueError, KeyError, IndexError, TypeError):
+                    rec = json.loads(line)
+                    if (
+                        isinstance(rec, dict)
+                        and isinstance(rec.get("i"), int)
+                        and 0 <= rec["i"] < len(self.ledger)
+                    ):
+                        yield rec
+                except ValueError:
                     continue  # a torn last line after kill -9
 
     def adopt(self, rec: dict[str, Any]) -> None:

@@ -31,6 +31,9 @@ T = TypeVar("T")
 
 #: The signals that stop a run (and a worker)
 STOPS = {signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])}
+#: What the parent sends its workers to stop them: not one of STOPS, which
+#: a second time (a second Ctrl-C) means quit at once
+TOLD = signal.SIGUSR1
 
 #: Jobs a run must have before it forks: a short list's transfers take less
 #: than the fork and a second event loop would save.
@@ -116,6 +119,8 @@ class Worker:
         self._tail = b""
         #: what the worker said at its end: bytes received, whether stopped
         self.end: dict[str, Any] | None = None
+        #: its wait status, once reaped
+        self.status = 0
         loop = asyncio.get_running_loop()
         self.done: asyncio.Future[None] = loop.create_future()
         loop.add_reader(fd, self._read)
@@ -145,7 +150,7 @@ class Worker:
         os.close(self._fd)
         # reaped at once: it has closed its end of the pipe by exiting
         with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
+            self.status = os.waitpid(self.pid, 0)[1]
         if not self.done.done():
             self.done.set_result(None)
 
@@ -153,7 +158,17 @@ class Worker:
         """As the run's own stop: no new transfers, the state saved."""
         if not self.done.done():
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGTERM)
+                os.kill(self.pid, TOLD)
+
+    def how_it_ended(self) -> str:
+        if os.WIFSIGNALED(self.status):
+            sig = os.WTERMSIG(self.status)
+            try:
+                name = signal.Signals(sig).name
+            except ValueError:
+                name = str(sig)
+            return f"was killed ({name})"
+        return f"ended with status {os.waitstatus_to_exitcode(self.status)}"
 
 
 def fork(child: Callable[[int], Coroutine[Any, Any, dict[str, Any]]]) -> tuple[int, int]:
@@ -166,7 +181,7 @@ def fork(child: Callable[[int], Coroutine[Any, Any, dict[str, Any]]]) -> tuple[i
     r, w = os.pipe()
     # held until the worker has its own handlers: one that came in between
     # would meet the parent's, and be lost
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {*STOPS, TOLD})
     try:
         pid = os.fork()
     except OSError:
@@ -201,21 +216,30 @@ def _child_main(child: Callable[[int], Coroutine[Any, Any, dict[str, Any]]], fd:
 
 
 def stop_on_signals(stop: Callable[[], None], parent: int) -> None:
-    """The worker's own: Ctrl-C reaches the whole process group, and the
-    parent forwards SIGTERM; a signal more changes nothing (the parent
-    decides whether to quit at once). A parent killed outright (kill -9)
-    sends its workers SIGTERM too, so each stops as a Ctrl-C would, its
-    state saved, rather than run on unseen."""
+    """The worker's own. The parent tells it to stop (TOLD), and so does
+    its death (kill -9: PR_SET_PDEATHSIG), rather than leave it running
+    unseen; Ctrl-C reaches the whole process group, and a second one, as
+    in the parent, quits at once."""
     loop = asyncio.get_running_loop()
+    hits = 0
+
+    def again() -> None:
+        nonlocal hits
+        hits += 1
+        if hits > 1:
+            os._exit(130)
+        stop()
+
+    loop.add_signal_handler(TOLD, stop)
     for sig in STOPS:
         if signal.getsignal(sig) != signal.SIG_IGN:  # nohup: the run outlives the terminal
-            loop.add_signal_handler(sig, stop)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)  # blocked since the fork
+            loop.add_signal_handler(sig, again)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {*STOPS, TOLD})  # blocked since the fork
     try:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        libc.prctl(1, TOLD)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
     if os.getppid() != parent:  # gone before the call

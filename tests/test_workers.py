@@ -197,6 +197,54 @@ async def test_a_worker_stops_when_its_parent_is_killed(
     assert not list(out.glob("*.part"))
 
 
+async def test_a_worker_that_dies_leaves_its_files_to_the_parent(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """Killed (the OOM killer, a crash): the run still ends complete, as
+    one process's would, its .part files resumed."""
+    gate = asyncio.Event()
+    listing, bodies = long_list(server, tmp_path, 200, gate, set())
+    out = tmp_path / "out"
+    proc = await spawn_cli(
+        str(listing), "-o", str(out), "-j", "8", "-q", stderr=asyncio.subprocess.PIPE
+    )
+    await wait_for(lambda: held(server, 8), "eight requests held")
+    (worker,) = children_of(proc.pid)
+    os.kill(worker, signal.SIGKILL)
+    await wait_for(lambda: not alive(worker) or server.in_flight <= 4, "the worker gone")
+    gate.set()
+    _, err_bytes = await proc.communicate()
+    err = err_bytes.decode()
+    assert proc.returncode == 0, err
+    assert f"a worker process (pid {worker}) was killed (SIGKILL)" in err
+    assert "fetched by the main one" in err
+    for name, body in bodies.items():
+        assert (out / name).read_bytes() == body, name
+    assert not list(out.glob("*.part"))
+    rep = report(out)
+    assert rep["summary"]["complete"] == N and rep["summary"]["interrupted"] is False
+
+
+async def test_a_second_ctrl_c_ends_the_worker_at_once_too(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    gate = asyncio.Event()
+    listing, bodies = long_list(server, tmp_path, 0, gate, set())
+    out = tmp_path / "out"
+    proc = await spawn_cli(str(listing), "-o", str(out), "-j", "8", "-q", start_new_session=True)
+    await wait_for(lambda: held(server, 8), "eight requests held")
+    (worker,) = children_of(proc.pid)
+    os.killpg(proc.pid, signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert await proc.wait() == 130
+    await wait_for(lambda: not alive(worker), "the worker to end")
+    gate.set()
+    code, _, err = await run_cli("--retry", "-o", str(out), "-q")
+    assert code == 0, err
+    for name, body in bodies.items():
+        assert (out / name).read_bytes() == body, name
+
+
 def test_the_dealer_gives_each_job_to_one_taker() -> None:
     dealer = Dealer()
     try:

@@ -228,7 +228,16 @@ def _parse(
     if "--" in args:
         cut = args.index("--")
         args, rest = args[:cut], args[cut + 1 :]
-    parsed = parser.parse_intermixed_args(args, namespace)
+    # Ctrl-C held for the parse (a millisecond): argparse's intermixed
+    # parse, cut short by KeyboardInterrupt, fails in its own clean-up
+    # (AttributeError: no save_nargs) instead, and the stop became a crash
+    mask = getattr(signal, "pthread_sigmask", None)  # (not on Windows)
+    held = mask(signal.SIG_BLOCK, set(stop_signals())) if mask else None
+    try:
+        parsed = parser.parse_intermixed_args(args, namespace)
+    finally:
+        if mask and held is not None:
+            mask(signal.SIG_SETMASK, held)
     parsed.sources.extend(rest)
     return parsed
 

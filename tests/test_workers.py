@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,28 +67,47 @@ def long_list(
     return listing, bodies
 
 
-def held(server: FaultServer, jobs: int) -> bool:
-    return server.in_flight >= jobs
+async def start_held(
+    server: FaultServer,
+    tmp_path: Path,
+    gated: int,
+    *args: str,
+    jobs: int = 8,
+    missing: frozenset[int] = frozenset(),
+    **kw: Any,
+) -> tuple[asyncio.subprocess.Process, Path, dict[str, bytes], asyncio.Event]:
+    """The program on a long list, once ``jobs`` requests are held at the
+    gate (every file from ``gated`` on)."""
+    gate = asyncio.Event()
+    listing, bodies = long_list(server, tmp_path, gated, gate, set(missing))
+    out = tmp_path / "out"
+    proc = await spawn_cli(str(listing), "-o", str(out), "-j", str(jobs), *args, **kw)
+    await wait_for(lambda: server.in_flight >= jobs, f"{jobs} requests held")
+    return proc, out, bodies, gate
+
+
+async def retry_finishes(out: Path, bodies: dict[str, bytes]) -> None:
+    code, _, err = await run_cli("--retry", "-o", str(out), "-q")
+    assert code == 0, err
+    for name, body in bodies.items():
+        assert (out / name).read_bytes() == body, name
+    assert not list(out.glob("*.part"))
 
 
 async def test_a_long_list_is_shared_with_a_worker_and_reported_whole(
     server: FaultServer, tmp_path: Path
 ) -> None:
-    gate = asyncio.Event()
-    missing = {7, 300, N - 1}
-    listing, bodies = long_list(server, tmp_path, N // 2, gate, missing)
-    out = tmp_path / "out"
-    proc = await spawn_cli(
-        str(listing),
-        "-o",
-        str(out),
-        "-j",
-        "6",
+    missing = frozenset({7, 300, N - 1})
+    proc, out, bodies, gate = await start_held(
+        server,
+        tmp_path,
+        N // 2,
         "--no-progress",
+        jobs=6,
+        missing=missing,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
-    await wait_for(lambda: held(server, 6), "six requests held")
     workers = children_of(proc.pid)
     assert len(workers) == 1, workers
     assert server.max_in_flight == 6  # --jobs bounds both processes together
@@ -119,11 +139,9 @@ async def test_a_long_list_is_shared_with_a_worker_and_reported_whole(
 
 
 async def test_processes_1_keeps_to_one_process(server: FaultServer, tmp_path: Path) -> None:
-    gate = asyncio.Event()
-    listing, bodies = long_list(server, tmp_path, 0, gate, set())
-    out = tmp_path / "out"
-    proc = await spawn_cli(str(listing), "-o", str(out), "-j", "4", "-q", "--processes", "1")
-    await wait_for(lambda: held(server, 4), "four requests held")
+    proc, out, bodies, gate = await start_held(
+        server, tmp_path, 0, "-q", "--processes", "1", jobs=4
+    )
     assert children_of(proc.pid) == []
     gate.set()
     assert await proc.wait() == 0
@@ -136,20 +154,9 @@ async def test_a_stop_stops_the_worker_too_and_retry_finishes(
 ) -> None:
     """SIGTERM to the parent alone (it stops its worker), or Ctrl-C to the
     terminal's process group (each gets one)."""
-    gate = asyncio.Event()
-    listing, bodies = long_list(server, tmp_path, 100, gate, set())
-    out = tmp_path / "out"
-    proc = await spawn_cli(
-        str(listing),
-        "-o",
-        str(out),
-        "-j",
-        "8",
-        "-q",
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
+    proc, out, bodies, gate = await start_held(
+        server, tmp_path, 100, "-q", stderr=asyncio.subprocess.PIPE, start_new_session=True
     )
-    await wait_for(lambda: held(server, 8), "eight requests held")
     (worker,) = children_of(proc.pid)
     if to == "parent":
         proc.send_signal(signal.SIGTERM)
@@ -167,10 +174,7 @@ async def test_a_stop_stops_the_worker_too_and_retry_finishes(
     assert not any((out / e["path"]).exists() for e in rep["entries"] if e["status"] != "complete")
 
     gate.set()
-    code, _, err2 = await run_cli("--retry", "-o", str(out), "-q")
-    assert code == 0, err2
-    for name, body in bodies.items():
-        assert (out / name).read_bytes() == body, name
+    await retry_finishes(out, bodies)
     for name in done:  # what the first run finished is not fetched again
         assert server.requests[f"/{name}"] == 1
     assert report(out)["summary"]["complete"] == N
@@ -179,22 +183,14 @@ async def test_a_stop_stops_the_worker_too_and_retry_finishes(
 async def test_a_worker_stops_when_its_parent_is_killed(
     server: FaultServer, tmp_path: Path
 ) -> None:
-    gate = asyncio.Event()
-    listing, bodies = long_list(server, tmp_path, 50, gate, set())
-    out = tmp_path / "out"
-    proc = await spawn_cli(str(listing), "-o", str(out), "-j", "8", "-q")
-    await wait_for(lambda: held(server, 8), "eight requests held")
+    proc, out, bodies, gate = await start_held(server, tmp_path, 50, "-q")
     (worker,) = children_of(proc.pid)
     proc.kill()
     await proc.wait()
     # its requests are still held: only the parent's death can stop it
     await wait_for(lambda: not alive(worker), "the worker to stop")
     gate.set()
-    code, _, err = await run_cli("--retry", "-o", str(out), "-q")
-    assert code == 0, err
-    for name, body in bodies.items():
-        assert (out / name).read_bytes() == body, name
-    assert not list(out.glob("*.part"))
+    await retry_finishes(out, bodies)
 
 
 async def test_a_worker_that_dies_leaves_its_files_to_the_parent(
@@ -202,13 +198,9 @@ async def test_a_worker_that_dies_leaves_its_files_to_the_parent(
 ) -> None:
     """Killed (the OOM killer, a crash): the run still ends complete, as
     one process's would, its .part files resumed."""
-    gate = asyncio.Event()
-    listing, bodies = long_list(server, tmp_path, 200, gate, set())
-    out = tmp_path / "out"
-    proc = await spawn_cli(
-        str(listing), "-o", str(out), "-j", "8", "-q", stderr=asyncio.subprocess.PIPE
+    proc, out, bodies, gate = await start_held(
+        server, tmp_path, 200, "-q", stderr=asyncio.subprocess.PIPE
     )
-    await wait_for(lambda: held(server, 8), "eight requests held")
     (worker,) = children_of(proc.pid)
     os.kill(worker, signal.SIGKILL)
     await wait_for(lambda: not alive(worker) or server.in_flight <= 4, "the worker gone")
@@ -228,21 +220,14 @@ async def test_a_worker_that_dies_leaves_its_files_to_the_parent(
 async def test_a_second_ctrl_c_ends_the_worker_at_once_too(
     server: FaultServer, tmp_path: Path
 ) -> None:
-    gate = asyncio.Event()
-    listing, bodies = long_list(server, tmp_path, 0, gate, set())
-    out = tmp_path / "out"
-    proc = await spawn_cli(str(listing), "-o", str(out), "-j", "8", "-q", start_new_session=True)
-    await wait_for(lambda: held(server, 8), "eight requests held")
+    proc, out, bodies, gate = await start_held(server, tmp_path, 0, "-q", start_new_session=True)
     (worker,) = children_of(proc.pid)
     os.killpg(proc.pid, signal.SIGINT)
     os.killpg(proc.pid, signal.SIGINT)
     assert await proc.wait() == 130
     await wait_for(lambda: not alive(worker), "the worker to end")
     gate.set()
-    code, _, err = await run_cli("--retry", "-o", str(out), "-q")
-    assert code == 0, err
-    for name, body in bodies.items():
-        assert (out / name).read_bytes() == body, name
+    await retry_finishes(out, bodies)
 
 
 def test_the_dealer_gives_each_job_to_one_taker() -> None:

@@ -71,7 +71,7 @@ class Downloader:
     its connection pool) across several calls, or pass ``session=`` to use
     an ``aiohttp.ClientSession`` of your own.
 
-    ``processes``: more than 1 shares a list of 512 files or more with
+    ``processes``: more than 1 shares a list of 16 files or more with
     forked worker processes (Linux only; one core runs out long before the
     network on small files); None picks (two where two cores are free).
     The default, 1, never forks: a worker holds a copy of every file and

@@ -35,9 +35,11 @@ STOPS = {signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SI
 #: a second time (a second Ctrl-C) means quit at once
 TOLD = signal.SIGUSR1
 
-#: Jobs a run must have before it forks: a short list's transfers take less
-#: than the fork and a second event loop would save.
-FORK_AT = 512
+#: Jobs a run must have before it forks. A fork and the worker's loop cost
+#: about 4 ms, which 16 to 64 files of 16 KiB neither lost nor won (within
+#: noise, 2-core VM), while 20 files of 32 MiB took 0.54 s against 0.76 s:
+#: both cores copy.
+FORK_AT = 16
 
 
 def auto_processes() -> int:

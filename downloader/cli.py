@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import logging
 import os
 import re
@@ -280,8 +279,18 @@ def _stdout_report() -> Path:
     fd, name = tempfile.mkstemp(prefix="downloader-report-", suffix=".json")
     os.close(fd)
     path = Path(name)
-    atexit.register(path.unlink, missing_ok=True)
+    _TEMPORARY.append(path)
     return path
+
+
+#: files of this run's own, gone when the program ends, whichever way
+#: (the command ends with os._exit, which skips atexit)
+_TEMPORARY: list[Path] = []
+
+
+def _remove_temporary() -> None:
+    while _TEMPORARY:
+        _TEMPORARY.pop().unlink(missing_ok=True)
 
 
 def _print_report(path: Path | None) -> None:
@@ -359,6 +368,7 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def _quit_now(signum: int, frame: object) -> None:
+    _remove_temporary()
     os._exit(EXIT_INTERRUPTED)
 
 
@@ -378,7 +388,7 @@ def install_stop_handlers(dl: Downloader) -> None:
             for sig in stop_signals():
                 signal.signal(sig, _quit_now)
         else:
-            os._exit(EXIT_INTERRUPTED)
+            _quit_now(0, None)
 
     for sig in stop_signals():
         loop.add_signal_handler(sig, on_signal)
@@ -407,6 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say("interrupted before anything was downloaded")
         return EXIT_INTERRUPTED
     finally:
+        _remove_temporary()
         for sig, handler in zip(stops, before, strict=True):
             if handler is not None:  # (None: set outside Python, cannot be put back)
                 signal.signal(sig, handler)
@@ -605,5 +616,5 @@ def _main(argv: Sequence[str] | None) -> int:
         # would wait on it. Everything is saved and printed by now.
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(EXIT_INTERRUPTED)
+        _quit_now(0, None)
     return _exit_status(results)

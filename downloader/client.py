@@ -871,13 +871,18 @@ class Downloader:
             return await self._window(
                 ctx, progress, self._jobs(state, only, progress, fresh), width
             )
-        #: entries taken here or reported by a worker: what a worker that
-        #: died had been dealt and not finished is what is left at zero
+        #: each entry's fate in this run: 0 nobody's yet, 1 taken here or
+        #: ended by a worker, 2 ended "interrupted" by a worker's stop, 3
+        #: read back from the journal (a worker that died). What a worker
+        #: that died or was stopped alone had been dealt and not finished
+        #: is what is left at 0 or 2.
         settled = bytearray(len(state.ledger))
+        since = state.journal_size()  # this run's outcomes come after
 
-        def take(rec: dict[str, Any]) -> None:
+        def take(rec: dict[str, Any], fate: int = 1) -> None:
             state.adopt(rec)
-            settled[rec["i"]] = 1
+            interrupted = rec["s"] == "failed" and rec["e"] == "interrupted"
+            settled[rec["i"]] = 2 if interrupted else fate
 
         def ours() -> Iterator[Job]:
             for job in dealer.deal(self._jobs(state, only, progress, fresh, done)):
@@ -920,32 +925,32 @@ class Downloader:
             ctx.received += w.end["received"]  # type: ignore[index]
             if state.journal_error is None:
                 state.journal_error = w.end["journal_error"]  # type: ignore[index]
-        if len(ended) < len(workers):
-            finish = not stopped and not self._stop.is_set()
-            for w in workers:
-                if w.end is None:
-                    then = "are fetched by the main one" if finish else "are left for --retry"
-                    _warn(
-                        f"a worker process (pid {w.pid}) {w.how_it_ended()}: "
-                        f"the files it had not finished {then}"
-                    )
-            if finish:
-                # What it had finished is in the journal (its last outcomes
-                # may not have come up the pipe); the rest is done here,
-                # resuming its .part files.
-                for rec in state.journalled():
-                    if not settled[rec["i"]]:
-                        take(rec)
-                ctx.untouched = False
-                left = (
-                    job
-                    for job in self._jobs(state, only, None, fresh, done)
-                    if not settled[job.index]
-                )
-                return await self._window(ctx, progress, left, width)
+        told = stopped or waited or self._stop.is_set()  # the run was stopped
+        # ended early, or stopped by a signal of its own while the run went on
+        lost = [w for w in workers if w.end is None or (w.end["stopped"] and not told)]
+        if not lost:
+            # (a stop that came once a worker had ended its jobs stopped nothing)
+            return stopped or any(w.end["stopped"] for w in ended)  # type: ignore[index]
+        for w in lost:
+            how = w.how_it_ended() if w.end is None else "was stopped by a signal of its own"
+            then = "are left for --retry" if told else "are fetched by the main one"
+            _warn(f"a worker process (pid {w.pid}) {how}: the files it had not finished {then}")
+        if told:
             return True
-        # (a stop that came once a worker had ended its jobs stopped nothing)
-        return stopped or any(w.end["stopped"] for w in ended)  # type: ignore[index]
+        # What it finished is in the journal (its last outcomes may not have
+        # come up the pipe; the lines before this run's are older runs'); the
+        # rest is done here, resuming its .part files.
+        for rec in state.journalled(since):
+            if settled[rec["i"]] != 1:
+                with contextlib.suppress(KeyError, TypeError, IndexError, ValueError):
+                    take(rec, 3)  # (a torn line)
+        ctx.untouched = False
+        left = (
+            job
+            for job in self._jobs(state, only, None, fresh, done)
+            if settled[job.index] in (0, 2)
+        )
+        return await self._window(ctx, progress, left, width)
 
     async def _until_done(self, workers: list[Worker]) -> bool:
         """Wait for the workers' ends, or the run's stop (True)."""

@@ -402,9 +402,18 @@ class RunState:
             with contextlib.suppress(KeyError, IndexError, TypeError, ValueError):
                 self.adopt(rec)  # a line some other version wrote, or torn
 
-    def journalled(self) -> Iterator[dict[str, Any]]:
-        """The journal's outcomes, in order (later lines win)."""
-        with contextlib.suppress(FileNotFoundError), open(self.journal_path, encoding="utf-8") as f:
+    def journal_size(self) -> int:
+        """Where the next outcome will be journalled (every line is flushed)."""
+        try:
+            return self.journal_path.stat().st_size
+        except OSError:
+            return 0
+
+    def journalled(self, since: int = 0) -> Iterator[dict[str, Any]]:
+        """The journal's outcomes from byte ``since`` (a line's start), in
+        order (later lines win)."""
+        with contextlib.suppress(FileNotFoundError), open(self.journal_path, "rb") as f:
+            f.seek(since)
             for line in f:
                 try:
                     rec = json.loads(line)

@@ -145,7 +145,8 @@ class Worker:
             if "end" in message:
                 self.end = message
             else:
-                self._take(message)
+                with contextlib.suppress(KeyError, TypeError, IndexError, ValueError):
+                    self._take(message)
 
     def _closed(self) -> None:
         asyncio.get_running_loop().remove_reader(self._fd)

@@ -218,6 +218,51 @@ async def test_a_worker_that_dies_leaves_its_files_to_the_parent(
     assert rep["summary"]["complete"] == N and rep["summary"]["interrupted"] is False
 
 
+async def test_a_worker_stopped_alone_leaves_its_files_to_the_parent(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """A SIGTERM to the worker alone ends its transfers 'interrupted'; the
+    run was not stopped, so they are fetched, and it ends as one process's."""
+    proc, out, bodies, gate = await start_held(
+        server, tmp_path, 200, "-q", stderr=asyncio.subprocess.PIPE
+    )
+    (worker,) = children_of(proc.pid)
+    os.kill(worker, signal.SIGTERM)
+    await wait_for(lambda: not alive(worker), "the worker to stop")
+    gate.set()
+    _, err_bytes = await proc.communicate()
+    err = err_bytes.decode()
+    assert proc.returncode == 0, err
+    assert "was stopped by a signal of its own" in err
+    for name, body in bodies.items():
+        assert (out / name).read_bytes() == body, name
+    assert report(out)["summary"]["complete"] == N
+
+
+async def test_a_worker_killed_in_a_retry_takes_no_older_outcome(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """The journal holds the first run's failures: read back after the
+    worker's death, only this run's lines count."""
+    gate = asyncio.Event()
+    listing, bodies = long_list(server, tmp_path, 300, gate, set())
+    for behaviour in server.paths.values():
+        behaviour.statuses = [503]
+    out = tmp_path / "out"
+    code, _, err = await run_cli(str(listing), "-o", str(out), "-q", "--retries", "0")
+    assert code == 1 and report(out)["summary"]["failed"] == N, err
+    proc = await spawn_cli("--retry", "-o", str(out), "-q", stderr=asyncio.subprocess.PIPE)
+    await wait_for(lambda: server.in_flight >= 8, "8 requests held")
+    (worker,) = children_of(proc.pid)
+    os.kill(worker, signal.SIGKILL)
+    gate.set()
+    _, err_bytes = await proc.communicate()
+    assert proc.returncode == 0, err_bytes.decode()
+    for name, body in bodies.items():
+        assert (out / name).read_bytes() == body, name
+    assert report(out)["summary"]["complete"] == N
+
+
 async def test_a_second_ctrl_c_ends_the_worker_at_once_too(
     server: FaultServer, tmp_path: Path
 ) -> None:

@@ -95,6 +95,21 @@ async def retry_finishes(out: Path, bodies: dict[str, bytes]) -> None:
     assert not list(out.glob("*.part"))
 
 
+async def ends_complete(
+    proc: asyncio.subprocess.Process, out: Path, bodies: dict[str, bytes], code: int = 0
+) -> str:
+    """The run ends as one process's would have: every file whole (those
+    of ``bodies``; the others, 404s, failed: status 1)."""
+    _, err_bytes = await proc.communicate()
+    err = err_bytes.decode()
+    assert proc.returncode == code, err
+    for name, body in bodies.items():
+        assert (out / name).read_bytes() == body, name
+    assert not list(out.glob("*.part"))
+    assert report(out)["summary"]["complete"] == len(bodies)
+    return err
+
+
 async def test_a_long_list_is_shared_with_a_worker_and_reported_whole(
     server: FaultServer, tmp_path: Path
 ) -> None:
@@ -113,12 +128,7 @@ async def test_a_long_list_is_shared_with_a_worker_and_reported_whole(
     assert len(workers) == 1, workers
     assert server.max_in_flight == 6  # --jobs bounds both processes together
     gate.set()
-    _, err_bytes = await proc.communicate()
-    err = err_bytes.decode()
-    assert proc.returncode == 1, err
-    for name, body in bodies.items():
-        assert (out / name).read_bytes() == body, name
-    assert not list(out.glob("*.part"))
+    err = await ends_complete(proc, out, bodies, code=1)
     # each file once, whichever process took it
     assert all(server.requests[f"/{name}"] == 1 for name in bodies)
     assert sum(server.requests.values()) == N
@@ -206,16 +216,10 @@ async def test_a_worker_that_dies_leaves_its_files_to_the_parent(
     os.kill(worker, signal.SIGKILL)
     await wait_for(lambda: not alive(worker) or server.in_flight <= 4, "the worker gone")
     gate.set()
-    _, err_bytes = await proc.communicate()
-    err = err_bytes.decode()
-    assert proc.returncode == 0, err
+    err = await ends_complete(proc, out, bodies)
     assert f"a worker process (pid {worker}) was killed (SIGKILL)" in err
     assert "fetched by the main one" in err
-    for name, body in bodies.items():
-        assert (out / name).read_bytes() == body, name
-    assert not list(out.glob("*.part"))
-    rep = report(out)
-    assert rep["summary"]["complete"] == N and rep["summary"]["interrupted"] is False
+    assert report(out)["summary"]["interrupted"] is False
 
 
 async def test_a_worker_stopped_alone_leaves_its_files_to_the_parent(
@@ -230,13 +234,8 @@ async def test_a_worker_stopped_alone_leaves_its_files_to_the_parent(
     os.kill(worker, signal.SIGTERM)
     await wait_for(lambda: not alive(worker), "the worker to stop")
     gate.set()
-    _, err_bytes = await proc.communicate()
-    err = err_bytes.decode()
-    assert proc.returncode == 0, err
+    err = await ends_complete(proc, out, bodies)
     assert "was stopped by a signal of its own" in err
-    for name, body in bodies.items():
-        assert (out / name).read_bytes() == body, name
-    assert report(out)["summary"]["complete"] == N
 
 
 async def test_a_worker_killed_in_a_retry_takes_no_older_outcome(
@@ -256,11 +255,7 @@ async def test_a_worker_killed_in_a_retry_takes_no_older_outcome(
     (worker,) = children_of(proc.pid)
     os.kill(worker, signal.SIGKILL)
     gate.set()
-    _, err_bytes = await proc.communicate()
-    assert proc.returncode == 0, err_bytes.decode()
-    for name, body in bodies.items():
-        assert (out / name).read_bytes() == body, name
-    assert report(out)["summary"]["complete"] == N
+    await ends_complete(proc, out, bodies)
 
 
 async def test_a_second_ctrl_c_ends_the_worker_at_once_too(

@@ -131,8 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         metavar="N",
         help="processes sharing a long list's transfers (Linux; 1: one process; default: "
-        "2 for 16 files or more when two cores are free, without bars, --per-host or "
-        "--limit-rate)",
+        "2 for 16 files or more when two cores are free, without bars, --per-host, "
+        "--limit-rate or --content-disposition)",
     )
     p.add_argument(
         "--retries",

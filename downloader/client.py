@@ -23,7 +23,7 @@ from multidict import CIMultiDict
 from .config import DEFAULT_AGENT, Settings, is_secret_header, one_spelling, parse_rate
 from .errors import DownloaderError, DownloadError, UnsafeNameError
 from .hosts import HostLimits, prefer_free_hosts
-from .models import Entry, Record, Results
+from .models import INTERRUPTED, Entry, Record, Results
 from .naming import STATE_DIR, Namer, clean_out, name_from_url
 from .progress import Mode, Progress, ProgressEvent
 from .ratelimit import RateLimiter
@@ -822,7 +822,7 @@ class Downloader:
             try:
                 outcome = await transfer.run()
             except asyncio.CancelledError:
-                outcome = transfer._fail(DownloadError("interrupted"))
+                outcome = transfer._fail(DownloadError(INTERRUPTED))
                 self._note(state, progress, job, shown, outcome, key, act)
                 raise
             except Exception as exc:
@@ -880,9 +880,9 @@ class Downloader:
         since = state.journal_size()  # this run's outcomes come after
 
         def take(rec: dict[str, Any], fate: int = 1) -> None:
-            state.adopt(rec)
-            interrupted = rec["s"] == "failed" and rec["e"] == "interrupted"
-            settled[rec["i"]] = 2 if interrupted else fate
+            if state.adopt(rec):
+                interrupted = rec["s"] == "failed" and rec["e"] == INTERRUPTED
+                settled[rec["i"]] = 2 if interrupted else fate
 
         def ours() -> Iterator[Job]:
             for job in dealer.deal(self._jobs(state, only, progress, fresh, done)):
@@ -942,8 +942,7 @@ class Downloader:
         # rest is done here, resuming its .part files.
         for rec in state.journalled(since):
             if settled[rec["i"]] != 1:
-                with contextlib.suppress(KeyError, TypeError, IndexError, ValueError):
-                    take(rec, 3)  # (a torn line)
+                take(rec, 3)
         ctx.untouched = False
         left = (
             job

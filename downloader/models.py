@@ -12,6 +12,8 @@ from multidict import CIMultiDict
 Status = Literal["complete", "skipped", "failed"]
 #: The error of an entry a stopped run never reached.
 NOT_STARTED = "not started (run interrupted)"
+#: the error of a transfer a stop ended
+INTERRUPTED = "interrupted"
 
 
 @dataclass(frozen=True)

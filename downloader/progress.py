@@ -205,21 +205,20 @@ class Progress:
         """In writes of at most 4 KiB (1,024 characters of UTF-8), whole
         lines each: a pipe takes such a write whole, never torn by another
         process's lines (a run's worker writes to the same stderr)."""
+        start = size = 0
         lines = self._lines
-        if not lines:
-            return
-        batch: list[str] = []
-        size = 0
-        for line in lines:
-            if batch and size + len(line) >= _ATOMIC:
-                self.stream.write("\n".join(batch) + "\n")
-                self.stream.flush()
-                batch, size = [], 0
-            batch.append(line)
+        for end, line in enumerate(lines):
+            if end > start and size + len(line) >= _ATOMIC:
+                self._write(lines[start:end])
+                start, size = end, 0
             size += len(line) + 1
-        self.stream.write("\n".join(batch) + "\n")
+        if lines:
+            self._write(lines[start:])
+            lines.clear()
+
+    def _write(self, lines: list[str]) -> None:
+        self.stream.write("\n".join(lines) + "\n")
         self.stream.flush()
-        lines.clear()
 
     def refresh(self) -> None:
         try:

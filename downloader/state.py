@@ -399,8 +399,7 @@ class RunState:
                     if f.read(1) != b"\n":
                         raise self._damaged(self.entries_path, len(self.ledger) + 1)
         for rec in self.journalled():
-            with contextlib.suppress(KeyError, IndexError, TypeError, ValueError):
-                self.adopt(rec)  # a line some other version wrote, or torn
+            self.adopt(rec)
 
     def journal_size(self) -> int:
         """Where the next outcome will be journalled (every line is flushed)."""
@@ -426,13 +425,18 @@ class RunState:
                 except ValueError:
                     continue  # a torn last line after kill -9
 
-    def adopt(self, rec: dict[str, Any]) -> None:
+    def adopt(self, rec: dict[str, Any]) -> bool:
         """An outcome journalled elsewhere (a worker process, an earlier
-        run), into the ledger."""
-        i = rec["i"]
-        self.ledger.set(i, rec["s"], rec["b"], rec["a"], rec["e"])
+        run), into the ledger; False for a line some other version wrote,
+        or a torn one, which is left out."""
+        try:
+            i = rec["i"]
+            self.ledger.set(i, rec["s"], rec["b"], rec["a"], rec["e"])
+        except (KeyError, IndexError, TypeError, ValueError):
+            return False
         if "p" in rec:
             self.ledger.paths[i] = rec["p"]
+        return True
 
     def _damaged(self, path: Path, line: int | None = None) -> NoRunError:
         """A state file that is not what this program writes (edited, or

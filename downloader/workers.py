@@ -4,12 +4,13 @@ CPython runs Python code on one core at a time, and a list of small files
 keeps that core busy from the first request to the last (per file: the
 request, the head, the ``.part``'s open, write and rename, a journal line),
 while the machine's other cores idle. So once the list is read and named
-(every entry is in the run state), the run forks: each worker takes every
-n-th job of the same job stream, with its share of ``--jobs``, and does for
-them all a run does (transfers, retries, journal lines, progress lines) on
-an event loop of its own. Each outcome also goes up a pipe to the parent,
-which keeps the run's ledger whole for the summary, the report and the
-results, and stops the workers when the run is stopped.
+(every entry is in the run state), the run forks: every process reads the
+same job stream and takes the next job dealt to it (:class:`Dealer`), with
+its share of ``--jobs``, and does for it all a run does (transfer, retries,
+journal line, progress line) on an event loop of its own. Each outcome
+also goes up a pipe to the parent, which keeps the run's ledger whole for
+the summary, the report and the results, and stops the workers when the
+run is stopped.
 
 Only where ``fork`` is safe and cheap: Linux, one thread, and nothing
 shared that a copy would break (a caller's session, a callback, a rate
@@ -27,12 +28,13 @@ import sys
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, NoReturn, TypeVar
 
+from ._console import stop_signals
+
 T = TypeVar("T")
 
-#: The signals that stop a run (and a worker)
-STOPS = {signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])}
-#: What the parent sends its workers to stop them: not one of STOPS, which
-#: a second time (a second Ctrl-C) means quit at once
+#: What the parent sends its workers to stop them: not one of the run's
+#: stop signals (_console.stop_signals), which a second time (a second
+#: Ctrl-C) mean quit at once
 TOLD = signal.SIGUSR1
 
 #: Jobs a run must have before it forks. A fork and the worker's loop cost
@@ -145,8 +147,7 @@ class Worker:
             if "end" in message:
                 self.end = message
             else:
-                with contextlib.suppress(KeyError, TypeError, IndexError, ValueError):
-                    self._take(message)
+                self._take(message)
 
     def _closed(self) -> None:
         asyncio.get_running_loop().remove_reader(self._fd)
@@ -184,7 +185,7 @@ def fork(child: Callable[[int], Coroutine[Any, Any, dict[str, Any]]]) -> tuple[i
     r, w = os.pipe()
     # held until the worker has its own handlers: one that came in between
     # would meet the parent's, and be lost
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {*STOPS, TOLD})
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {*stop_signals(), TOLD})
     try:
         pid = os.fork()
     except OSError:
@@ -234,10 +235,10 @@ def stop_on_signals(stop: Callable[[], None], parent: int) -> None:
         stop()
 
     loop.add_signal_handler(TOLD, stop)
-    for sig in STOPS:
-        if signal.getsignal(sig) != signal.SIG_IGN:  # nohup: the run outlives the terminal
-            loop.add_signal_handler(sig, again)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {*STOPS, TOLD})  # blocked since the fork
+    stops = stop_signals()  # (SIGHUP not under nohup: the run outlives the terminal)
+    for sig in stops:
+        loop.add_signal_handler(sig, again)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {*stops, TOLD})  # blocked since the fork
     try:
         import ctypes
 

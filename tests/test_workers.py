@@ -293,3 +293,28 @@ def test_the_dealer_gives_each_job_to_one_taker() -> None:
         assert len(got[2]) > len(got[1])  # the busier taker took more
     finally:
         dealer.close()
+
+
+def test_progress_lines_go_out_in_whole_lines_of_at_most_pipe_buf() -> None:
+    """A worker writes to the same stderr: a write of more than PIPE_BUF
+    to a pipe may be torn by the other process's."""
+    import io
+
+    from downloader.models import Record
+    from downloader.progress import Progress
+
+    writes: list[str] = []
+
+    class Stream(io.StringIO):
+        def write(self, text: str) -> int:
+            writes.append(text)
+            return len(text)
+
+    progress = Progress("lines", 0, stream=Stream())
+    names = [f"{'é' * (i % 90)}{i}.bin" for i in range(255)]  # multi-byte, under 256
+    for name in names:
+        progress.settled(Record(url="http://x/", path=name, status="complete", bytes=1))
+    progress.close()
+    assert len(writes) > 1
+    assert all(len(w.encode()) <= 4096 and w.endswith("\n") for w in writes)
+    assert [line.split()[1] for w in writes for line in w.splitlines()] == names
